@@ -1,0 +1,151 @@
+/*
+ * arena.c: the step arena, a list of chunks filled front to back.
+ *
+ * Invariants:
+ *   - chunks before and including cur hold this step's data; the chunks
+ *     after cur are free, and are reused in list order before any new
+ *     chunk is allocated, so a step that repeats the previous one's
+ *     allocations takes nothing from the allocator;
+ *   - reset (and rewind to a mark) only moves cur: O(1);
+ *   - every block is TG__ALIGN-aligned.
+ * Released gradient buffers go on a free list (kept inside the buffers)
+ * and are handed out again by tg__grad_buffer; the list is emptied with
+ * the step.
+ */
+#include "impl.h"
+
+static tg__chunk *chunk_new(tg_ctx *ctx, size_t need)
+{
+    size_t cap = need > ctx->chunk_size ? need : ctx->chunk_size;
+    size_t head = TG__ROUND_UP(sizeof(tg__chunk), TG__ALIGN);
+    size_t block = head + cap + TG__ALIGN; /* slack to align the base */
+    unsigned char *raw = tg__malloc(ctx, block);
+    if (!raw)
+        return NULL;
+    tg__chunk *c = (tg__chunk *)raw;
+    uintptr_t base = ((uintptr_t)(raw + head) + TG__ALIGN - 1) & ~(uintptr_t)(TG__ALIGN - 1);
+    c->base = (unsigned char *)base;
+    c->cap = cap;
+    c->used = 0;
+    c->block = block;
+    c->next = NULL;
+    return c;
+}
+
+/* Moves to a free chunk that can hold need bytes, or allocates one, and
+ * links it right after cur so that the order of use stays the order of the list. */
+static tg__chunk *next_chunk(tg_ctx *ctx, size_t need)
+{
+    tg__chunk **link = ctx->cur ? &ctx->cur->next : &ctx->chunks;
+    tg__chunk *c = *link;
+    tg__chunk **pick = link;
+    while (c && c->cap < need) {
+        pick = &c->next;
+        c = c->next;
+    }
+    if (c) {
+        *pick = c->next; /* unlink, then relink right after cur */
+    } else if (!(c = chunk_new(ctx, need))) {
+        return NULL;
+    }
+    c->next = *link;
+    *link = c;
+    c->used = 0;
+    ctx->cur = c;
+    return c;
+}
+
+void *tg__arena_alloc(tg_ctx *ctx, size_t bytes)
+{
+    size_t need = TG__ROUND_UP(bytes ? bytes : 1, TG__ALIGN);
+    if (need < bytes) { /* the rounding overflowed */
+        tg__oom(ctx, bytes);
+        return NULL;
+    }
+    tg__chunk *c = ctx->cur;
+    if (!c || c->cap - c->used < need) {
+        c = next_chunk(ctx, need);
+        if (!c)
+            return NULL;
+    }
+    void *p = c->base + c->used;
+    c->used += need;
+    ctx->arena_used += need;
+    return p;
+}
+
+void *tg_scratch(tg_ctx *ctx, size_t bytes, bool zero)
+{
+    TG__GUARD(ctx, NULL);
+    void *p = tg__arena_alloc(ctx, bytes);
+    if (p && zero)
+        memset(p, 0, bytes);
+    return p;
+}
+
+void tg__arena_reset(tg_ctx *ctx)
+{
+    ctx->cur = NULL;
+    ctx->arena_used = 0;
+    ctx->freebufs = NULL;
+}
+
+void tg__arena_free_all(tg_ctx *ctx)
+{
+    tg__chunk *c = ctx->chunks;
+    while (c) {
+        tg__chunk *next = c->next;
+        tg__free(ctx, c, c->block);
+        c = next;
+    }
+    ctx->chunks = ctx->cur = NULL;
+    ctx->arena_used = 0;
+    ctx->freebufs = NULL;
+}
+
+tg__mark tg__mark_get(const tg_ctx *ctx)
+{
+    tg__mark m;
+    m.chunk = ctx->cur;
+    m.chunk_used = ctx->cur ? ctx->cur->used : 0;
+    m.arena_used = ctx->arena_used;
+    m.tape_len = ctx->tape_len;
+    return m;
+}
+
+void tg__mark_rewind(tg_ctx *ctx, tg__mark m)
+{
+    ctx->cur = m.chunk;
+    if (m.chunk)
+        m.chunk->used = m.chunk_used;
+    ctx->arena_used = m.arena_used;
+    if (m.tape_len < ctx->tape_len)
+        ctx->tape_len = m.tape_len;
+    ctx->freebufs = NULL; /* some may lie past the mark */
+}
+
+void *tg__grad_buffer(tg_ctx *ctx, size_t bytes)
+{
+    size_t need = TG__ROUND_UP(bytes ? bytes : 1, TG__ALIGN);
+    for (tg__freebuf **link = &ctx->freebufs; *link; link = &(*link)->next) {
+        tg__freebuf *f = *link;
+        if (f->bytes >= need && f->bytes <= 2 * need) {
+            *link = f->next;
+            memset(f, 0, bytes);
+            return f;
+        }
+    }
+    void *p = tg__arena_alloc(ctx, need);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
+}
+
+void tg__grad_release(tg_ctx *ctx, void *buf, size_t bytes)
+{
+    size_t have = TG__ROUND_UP(bytes ? bytes : 1, TG__ALIGN);
+    tg__freebuf *f = buf;
+    f->bytes = have;
+    f->next = ctx->freebufs;
+    ctx->freebufs = f;
+}

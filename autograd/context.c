@@ -1,0 +1,283 @@
+/*
+ * context.c: creating and freeing a context, its allocator hook (every byte
+ * the library takes passes through tg__malloc/realloc/free here), the
+ * sticky error, the modes and the RNG.
+ *
+ * Invariant: bytes_live is the sum of the sizes of the blocks the context
+ * holds from its hook; it is zero once tg_ctx_free has run.
+ */
+#include "impl.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+
+const char *tg_version(void) { return TG_VERSION_STRING; }
+
+const char *tg_status_str(int status)
+{
+    switch (status) {
+    case TG_OK: return "ok";
+    case TG_EINVAL: return "invalid argument";
+    case TG_ESHAPE: return "shape mismatch";
+    case TG_EDTYPE: return "dtype mismatch";
+    case TG_ENOMEM: return "out of memory";
+    case TG_ENOTFOUND: return "not found";
+    case TG_EEXIST: return "already exists";
+    case TG_ESTATE: return "invalid state";
+    case TG_EIO: return "i/o error";
+    case TG_EFORMAT: return "malformed data";
+    case TG_EINTERNAL: return "internal error";
+    default: return "unknown status";
+    }
+}
+
+/* ---------------------------------------------------------------- allocator */
+
+static void *default_alloc(void *ud, void *ptr, size_t old_size, size_t new_size)
+{
+    (void)ud;
+    (void)old_size;
+    if (new_size == 0) {
+        free(ptr);
+        return NULL;
+    }
+    return realloc(ptr, new_size);
+}
+
+int tg__oom(tg_ctx *ctx, size_t bytes)
+{
+    if (ctx->cur_op)
+        return TG_ERROR(ctx, TG_ENOMEM, "%s: out of memory (allocating %zu bytes)", ctx->cur_op,
+                        bytes);
+    return TG_ERROR(ctx, TG_ENOMEM, "out of memory (allocating %zu bytes)", bytes);
+}
+
+void *tg__realloc(tg_ctx *ctx, void *ptr, size_t old_size, size_t new_size)
+{
+    void *p = ctx->alloc(ctx->alloc_ud, ptr, old_size, new_size);
+    if (!p) {
+        tg__oom(ctx, new_size);
+        return NULL;
+    }
+    ctx->alloc_calls++;
+    ctx->bytes_live += new_size - old_size; /* wraps correctly when shrinking */
+    if (ctx->bytes_live > ctx->bytes_peak)
+        ctx->bytes_peak = ctx->bytes_live;
+    return p;
+}
+
+void *tg__malloc(tg_ctx *ctx, size_t bytes) { return tg__realloc(ctx, NULL, 0, bytes ? bytes : 1); }
+
+void tg__free(tg_ctx *ctx, void *ptr, size_t size)
+{
+    if (!ptr)
+        return;
+    ctx->alloc(ctx->alloc_ud, ptr, size, 0);
+    ctx->bytes_live -= size;
+}
+
+/* ---------------------------------------------------------------- lifetime */
+
+tg_ctx *tg_ctx_new(uint64_t seed)
+{
+    tg_ctx_opts o = {0};
+    o.seed = seed;
+    return tg_ctx_new_opts(&o);
+}
+
+tg_ctx *tg_ctx_new_opts(const tg_ctx_opts *opts)
+{
+    tg_ctx_opts o = {0};
+    if (opts)
+        o = *opts;
+    tg_alloc_fn alloc = o.alloc ? o.alloc : default_alloc;
+    tg_ctx *ctx = alloc(o.alloc_ud, NULL, 0, sizeof *ctx);
+    if (!ctx)
+        return NULL;
+    memset(ctx, 0, sizeof *ctx);
+    ctx->alloc = alloc;
+    ctx->alloc_ud = o.alloc_ud;
+    ctx->alloc_calls = 1;
+    ctx->bytes_live = ctx->bytes_peak = sizeof *ctx;
+    ctx->chunk_size = o.arena_chunk ? o.arena_chunk : (size_t)1 << 20;
+    ctx->grad_enabled = true;
+    ctx->training = true;
+    tg_seed(ctx, o.seed);
+    if (tg__register_builtins(ctx) != TG_OK) {
+        tg_ctx_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+void tg_ctx_free(tg_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    while (ctx->params)
+        tg_param_free(ctx, &ctx->params->t);
+    tg__arena_free_all(ctx);
+    tg__free(ctx, ctx->tape, ctx->tape_cap * sizeof *ctx->tape);
+    ctx->alloc(ctx->alloc_ud, ctx, sizeof *ctx, 0);
+}
+
+void tg_reset(tg_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    ctx->tape_len = 0;
+    tg__arena_reset(ctx);
+}
+
+void tg_ctx_stats(const tg_ctx *ctx, tg_stats *out)
+{
+    if (!ctx || !out)
+        return;
+    memset(out, 0, sizeof *out);
+    out->alloc_calls = ctx->alloc_calls;
+    out->bytes_live = ctx->bytes_live;
+    out->bytes_peak = ctx->bytes_peak;
+    out->arena_used = ctx->arena_used;
+    for (const tg__chunk *c = ctx->chunks; c; c = c->next) {
+        out->arena_capacity += c->cap;
+        out->arena_chunks++;
+    }
+    out->tape_len = ctx->tape_len;
+    out->params = ctx->n_params;
+}
+
+/* ---------------------------------------------------------------- errors */
+
+int tg_errcode(const tg_ctx *ctx) { return ctx ? ctx->errcode : TG_EINVAL; }
+
+const char *tg_errmsg(const tg_ctx *ctx)
+{
+    if (!ctx)
+        return "no context (NULL)";
+    return ctx->errmsg;
+}
+
+const char *tg_errwhere(const tg_ctx *ctx, int *line)
+{
+    if (line)
+        *line = ctx ? ctx->errline : 0;
+    return ctx && ctx->errfile ? ctx->errfile : "";
+}
+
+void tg_clear_error(tg_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    ctx->errcode = TG_OK;
+    ctx->errmsg[0] = '\0';
+    ctx->errfile = NULL;
+    ctx->errline = 0;
+}
+
+int tg_error_at(tg_ctx *ctx, int code, const char *file, int line, const char *fmt, ...)
+{
+    if (!ctx || ctx->errcode != TG_OK)
+        return code;
+    if (code >= 0)
+        code = TG_EINTERNAL; /* an error must be an error */
+    ctx->errcode = code;
+    ctx->errfile = file;
+    ctx->errline = line;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->errmsg, sizeof ctx->errmsg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* ---------------------------------------------------------------- modes */
+
+bool tg_set_grad_enabled(tg_ctx *ctx, bool enabled)
+{
+    if (!ctx)
+        return false;
+    bool prev = ctx->grad_enabled;
+    ctx->grad_enabled = enabled;
+    return prev;
+}
+
+bool tg_grad_enabled(const tg_ctx *ctx) { return ctx && ctx->grad_enabled; }
+
+bool tg_set_training(tg_ctx *ctx, bool training)
+{
+    if (!ctx)
+        return false;
+    bool prev = ctx->training;
+    ctx->training = training;
+    return prev;
+}
+
+bool tg_training(const tg_ctx *ctx) { return ctx && ctx->training; }
+
+/* ---------------------------------------------------------------- RNG */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+/* xoshiro256**: small state, fast, and good enough for initialisation and masks. */
+static uint64_t next_u64(tg_ctx *ctx)
+{
+    uint64_t *s = ctx->rng;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+void tg_seed(tg_ctx *ctx, uint64_t seed)
+{
+    if (!ctx)
+        return;
+    for (int i = 0; i < 4; i++)
+        ctx->rng[i] = splitmix64(&seed);
+}
+
+double tg_rand_uniform(tg_ctx *ctx)
+{
+    if (!ctx)
+        return 0.0;
+    return (double)(next_u64(ctx) >> 11) * 0x1.0p-53;
+}
+
+/* Box-Muller with one value per call, so the stream does not depend on
+ * how many normals were asked for before. */
+double tg_rand_normal(tg_ctx *ctx)
+{
+    if (!ctx)
+        return 0.0;
+    double u1 = 1.0 - tg_rand_uniform(ctx); /* (0, 1]: log stays finite */
+    double u2 = tg_rand_uniform(ctx);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+tg_rng_state tg_rng_get(const tg_ctx *ctx)
+{
+    tg_rng_state st = {{0, 0, 0, 0}};
+    if (ctx)
+        memcpy(st.s, ctx->rng, sizeof st.s);
+    return st;
+}
+
+void tg_rng_set(tg_ctx *ctx, tg_rng_state state)
+{
+    if (ctx)
+        memcpy(ctx->rng, state.s, sizeof state.s);
+}

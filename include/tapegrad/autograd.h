@@ -1,0 +1,90 @@
+/*
+ * tapegrad/autograd.h: backward, gradients and gradient checking.
+ */
+#ifndef TAPEGRAD_AUTOGRAD_H
+#define TAPEGRAD_AUTOGRAD_H
+
+#include "op.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Flags of tg_backward_ex. */
+enum {
+    TG_RETAIN_GRAPH = 1 << 0, /* keep the tape usable for another backward */
+    TG_KEEP_GRADS = 1 << 1    /* keep the gradients of intermediate tensors */
+};
+
+/*
+ * Backpropagates from a scalar (one-element) tensor: seeds d(loss) = 1,
+ * walks the tape in reverse, calls each vjp on the path to loss (nodes that
+ * do not lead to it are skipped) and accumulates into .grad of every tensor
+ * that requires it. Leaf tensors keep their gradients (parameters' persist
+ * and accumulate over calls until tg_zero_grad); intermediate gradients and
+ * saved values are released as soon as their node has run, and the nodes
+ * are consumed: a second backward through them is a TG_ESTATE error.
+ * Errors: TG_EINVAL (NULL, loss does not require grad, not a scalar),
+ * TG_ESTATE (graph already consumed), errors of the vjps.
+ */
+TG_API tg_status tg_backward(tg_ctx *ctx, tg_tensor *loss);
+
+/*
+ * The general form: gout is dL/d(out), of out's shape and dtype (NULL means
+ * ones for a one-element out); flags is a mix of TG_RETAIN_GRAPH and
+ * TG_KEEP_GRADS.
+ */
+TG_API tg_status tg_backward_ex(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout,
+                                unsigned flags);
+
+/* Zeroes the gradients of all parameters (they keep their buffers). */
+TG_API void tg_zero_grad(tg_ctx *ctx);
+/* Zeroes one tensor's gradient, if it has one. */
+TG_API void tg_tensor_zero_grad(tg_tensor *t);
+
+/* ---------------------------------------------------------------- gradcheck */
+
+typedef struct tg_gradcheck_opts {
+    double eps;   /* central-difference step; 0 means 1e-6 */
+    double atol;  /* 0 means 1e-5 */
+    double rtol;  /* 0 means 1e-3; pass when |a - n| <= atol + rtol * |n| */
+} tg_gradcheck_opts;
+
+typedef struct tg_gradcheck_result {
+    bool passed;
+    int cases;            /* cases checked (1 for a function) */
+    int64_t checked;      /* gradient entries compared */
+    double max_abs_err;   /* over all entries */
+    double max_rel_err;   /* |a - n| / max(|n|, 1e-12), over all entries */
+    /* the first failure, when !passed: */
+    int fail_case;
+    int fail_input;
+    int64_t fail_index;   /* flat index into that input */
+    double analytic, numeric;
+    char msg[256];        /* one line naming all of the above */
+} tg_gradcheck_result;
+
+/* A function of tensors, to gradient-check: returns its output (any shape). */
+typedef tg_tensor *(*tg_fn)(tg_ctx *ctx, tg_tensor *const *in, int n, void *ud);
+
+/*
+ * Compares the gradient tapegrad computes for fn with central finite
+ * differences, in float64: every input with requires_grad must be float64
+ * and is checked element by element. A non-scalar output y is reduced to
+ * L = sum(v * y) with a fixed random v, which checks the whole vjp v^T J.
+ * The RNG is rewound before every evaluation (dropout masks repeat), grad
+ * mode is forced on, and the inputs' values and gradients are restored.
+ * Returns TG_OK when the check ran (see res->passed), or an error from fn.
+ */
+TG_API tg_status tg_gradcheck(tg_ctx *ctx, tg_fn fn, void *ud, tg_tensor *const *in, int n,
+                              const tg_gradcheck_opts *opts, tg_gradcheck_result *res);
+
+/* The same for a registered op, over every case of its sample generator
+ * (each run in the case's training mode). TG_EINVAL if it has none. */
+TG_API tg_status tg_gradcheck_op(tg_ctx *ctx, const tg_op *op, const tg_gradcheck_opts *opts,
+                                 tg_gradcheck_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

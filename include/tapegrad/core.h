@@ -1,0 +1,197 @@
+/*
+ * tapegrad/core.h: the context, the allocator hook, errors and modes.
+ *
+ * A tg_ctx is one thread of work. It owns
+ *   - the step arena: every tensor, tape node, saved value and
+ *     intermediate gradient a step creates; tg_reset() rewinds it in O(1)
+ *     and keeps its memory, so a steady training loop does not allocate;
+ *   - the tape of recorded operations;
+ *   - the first error (code + message), which is sticky;
+ *   - a seeded random number generator;
+ *   - the grad mode (record or not) and the training/eval mode;
+ *   - the parameters (tensors that outlive tg_reset).
+ * A context is not thread-safe; use one per thread.
+ */
+#ifndef TAPEGRAD_CORE_H
+#define TAPEGRAD_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#if defined(_WIN32) && defined(TG_SHARED_BUILD)
+#define TG_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define TG_API __attribute__((visibility("default")))
+#else
+#define TG_API
+#endif
+
+#if defined(__GNUC__)
+#define TG_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define TG_PRINTF(f, a)
+#endif
+
+#ifdef __cplusplus
+#define TG_ALIGN16 alignas(16)
+#else
+#define TG_ALIGN16 _Alignas(16)
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TG_VERSION_MAJOR 0
+#define TG_VERSION_MINOR 1
+#define TG_VERSION_PATCH 0
+#define TG_VERSION_STRING "0.1.0"
+
+/* The library's version string, e.g. "0.1.0". */
+TG_API const char *tg_version(void);
+
+/* Status codes. TG_OK is 0; every error is negative. */
+typedef enum tg_status {
+    TG_OK = 0,
+    TG_EINVAL = -1,    /* bad argument: NULL, out of range, wrong kind */
+    TG_ESHAPE = -2,    /* shapes that do not fit together */
+    TG_EDTYPE = -3,    /* wrong or mixed element types */
+    TG_ENOMEM = -4,    /* the allocator returned NULL */
+    TG_ENOTFOUND = -5, /* no such op, name or file */
+    TG_EEXIST = -6,    /* an op of that name is already registered */
+    TG_ESTATE = -7,    /* call out of order (e.g. second backward) */
+    TG_EIO = -8,       /* a read or write failed */
+    TG_EFORMAT = -9,   /* a file's contents are malformed */
+    TG_EINTERNAL = -10 /* a broken invariant inside the library (a bug) */
+} tg_status;
+
+/* A short constant description of a status code ("shape mismatch"). */
+TG_API const char *tg_status_str(int status);
+
+typedef struct tg_ctx tg_ctx;
+
+/*
+ * The allocator hook, in the style of Lua's lua_Alloc:
+ *   new_size > 0, ptr == NULL: allocate new_size bytes;
+ *   new_size > 0, ptr != NULL: resize a block of old_size bytes;
+ *   new_size == 0: free ptr (a block of old_size bytes), return NULL.
+ * Blocks must be aligned for any C type (as malloc's are). Returning NULL
+ * for an allocation or resize is an out-of-memory error, which the library
+ * reports as TG_ENOMEM without crashing.
+ */
+typedef void *(*tg_alloc_fn)(void *ud, void *ptr, size_t old_size, size_t new_size);
+
+/* Options for tg_ctx_new_opts; zero-initialise and set what you need. */
+typedef struct tg_ctx_opts {
+    tg_alloc_fn alloc;   /* NULL: the C library's malloc/realloc/free */
+    void *alloc_ud;      /* passed to alloc */
+    uint64_t seed;       /* RNG seed (0 is a valid seed) */
+    size_t arena_chunk;  /* bytes per arena chunk; 0: 1 MiB */
+} tg_ctx_opts;
+
+/*
+ * Creates a context. tg_ctx_new(seed) uses malloc and a 1 MiB arena chunk.
+ * Returns NULL only when the context itself cannot be allocated (or the
+ * built-in op registry cannot be set up); free with tg_ctx_free.
+ */
+TG_API tg_ctx *tg_ctx_new(uint64_t seed);
+TG_API tg_ctx *tg_ctx_new_opts(const tg_ctx_opts *opts);
+
+/* Frees the context with everything it owns, parameters included. NULL is a no-op. */
+TG_API void tg_ctx_free(tg_ctx *ctx);
+
+/*
+ * Ends a step: empties the tape and rewinds the step arena in O(1). Every
+ * tensor created since the last reset, other than parameters, dies here
+ * (so do intermediate gradients). Parameter values and gradients survive.
+ * The arena keeps its memory, so the next step of the same shape allocates
+ * nothing. The error state is not cleared (see tg_clear_error).
+ */
+TG_API void tg_reset(tg_ctx *ctx);
+
+/* ---------------------------------------------------------------- errors */
+
+/* The first error since the last tg_clear_error, or TG_OK. */
+TG_API int tg_errcode(const tg_ctx *ctx);
+/* Its message, naming the operation and values ("add: shapes (2, 3) and (4) ..."),
+ * or "" when there is none. Owned by the context, valid until the next error or clear. */
+TG_API const char *tg_errmsg(const tg_ctx *ctx);
+/* Source file and line inside the library where the error was raised (for bug reports). */
+TG_API const char *tg_errwhere(const tg_ctx *ctx, int *line);
+/* Forgets the error, so the context can be used again. */
+TG_API void tg_clear_error(tg_ctx *ctx);
+
+/*
+ * Raises an error in the context: sets code and printf-style message, unless
+ * an error is already held (the first one sticks). Returns code. Ops written
+ * by users call it through TG_ERROR so that the message carries the place.
+ */
+TG_API int tg_error_at(tg_ctx *ctx, int code, const char *file, int line, const char *fmt, ...)
+    TG_PRINTF(5, 6);
+#define TG_ERROR(ctx, code, ...) tg_error_at((ctx), (code), __FILE__, __LINE__, __VA_ARGS__)
+
+/* ---------------------------------------------------------------- modes */
+
+/* Grad mode: when off, ops run but record nothing. Returns the previous mode. */
+TG_API bool tg_set_grad_enabled(tg_ctx *ctx, bool enabled);
+TG_API bool tg_grad_enabled(const tg_ctx *ctx);
+
+/*
+ * Runs the statement or block that follows with grad mode off, then restores
+ * the previous mode:   TG_NO_GRAD(ctx) { y = tg_mul(ctx, a, b); }
+ * Leaving the block with break, return or goto skips the restore.
+ */
+#define TG_NO_GRAD(ctx)                                                              \
+    for (int tg__ng_once = 1, tg__ng_prev = tg_set_grad_enabled((ctx), false);      \
+         tg__ng_once; tg__ng_once = 0, tg_set_grad_enabled((ctx), tg__ng_prev))
+
+/* Training mode (dropout active, batch norm on batch statistics) or eval mode. */
+TG_API bool tg_set_training(tg_ctx *ctx, bool training);
+TG_API bool tg_training(const tg_ctx *ctx);
+
+/* ---------------------------------------------------------------- RNG */
+
+/* Reseeds the context RNG (xoshiro256** seeded by splitmix64). The same
+ * seed and the same calls give bit-identical results on every platform. */
+TG_API void tg_seed(tg_ctx *ctx, uint64_t seed);
+/* A uniform draw in [0, 1) with 53 random bits. */
+TG_API double tg_rand_uniform(tg_ctx *ctx);
+/* A standard normal draw. */
+TG_API double tg_rand_normal(tg_ctx *ctx);
+
+/* The whole RNG state, to save and restore a stream (gradcheck uses it so
+ * that dropout draws the same mask on every evaluation). */
+typedef struct tg_rng_state { uint64_t s[4]; } tg_rng_state;
+TG_API tg_rng_state tg_rng_get(const tg_ctx *ctx);
+TG_API void tg_rng_set(tg_ctx *ctx, tg_rng_state state);
+
+/* ---------------------------------------------------------------- memory */
+
+/* What the context holds and has asked of its allocator. */
+typedef struct tg_stats {
+    uint64_t alloc_calls;  /* allocations and resizes the hook has served, ever */
+    size_t bytes_live;     /* bytes currently held from the hook */
+    size_t bytes_peak;     /* the most ever held at once */
+    size_t arena_used;     /* bytes handed out by the arena since the last reset */
+    size_t arena_capacity; /* bytes of all arena chunks */
+    size_t arena_chunks;
+    size_t tape_len;       /* nodes on the tape */
+    size_t params;         /* live parameters */
+} tg_stats;
+
+TG_API void tg_ctx_stats(const tg_ctx *ctx, tg_stats *out);
+
+/*
+ * Scratch memory from the step arena, aligned to 64 bytes, zero-filled when
+ * zero is true; it dies at the next tg_reset. For ops that need buffers
+ * (their own kernels, index arrays they save for the vjp). NULL and an error
+ * on out-of-memory.
+ */
+TG_API void *tg_scratch(tg_ctx *ctx, size_t bytes, bool zero);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,124 @@
+/*
+ * tapegrad/op.h: the op registry, and how to write an op of your own.
+ *
+ * An op is a `tg_op`: a name, how many tensor inputs it takes, the size of
+ * its attribute struct, a forward kernel, a vector-Jacobian product (vjp),
+ * an attribute printer (for graph labels) and a sample-input generator (so
+ * gradcheck can test it without a hand-written list). Every built-in op is
+ * registered through tg_op_register, the same call user ops use.
+ *
+ * Running an op: tg_apply(ctx, op, inputs, n, &attrs) copies the attributes
+ * into a node, calls op->forward(ctx, node), and, if grad mode is on and an
+ * input requires grad, appends the node to the tape; the output then
+ * requires grad and points back at the node. tg_backward calls op->vjp for
+ * each node on the path to the loss.
+ *
+ * The registry is process-wide and filled at start-up: the built-in ops
+ * register when the first context is created, user ops when the user says.
+ * Registering is serialised by a lock; lookups after start-up are read-only.
+ * The registry's few bytes per op come from the allocator of the context
+ * passed to tg_op_register (the first context's, for the built-ins) and are
+ * kept until the process ends, so that allocator must stay usable that long.
+ */
+#ifndef TAPEGRAD_OP_H
+#define TAPEGRAD_OP_H
+
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TG_MAX_SAVED 8      /* tensors a node can save for its vjp */
+#define TG_ATTR_MAX 256     /* largest attribute struct an op may declare */
+#define TG_SAMPLE_MAX_IN 8  /* inputs a sample case can hold */
+
+typedef struct tg_op tg_op;
+
+/* A recorded (or about to be recorded) application of an op. Read-only to
+ * op authors except through tg_node_save. */
+struct tg_node {
+    const tg_op *op;
+    int64_t index;                  /* position on the tape; -1 when not recorded */
+    int n_in;
+    tg_tensor **in;                 /* the inputs, n_in of them */
+    tg_tensor *out;                 /* set by tg_apply from forward's result */
+    const void *attrs;              /* a copy of the caller's attributes (attr_size bytes) */
+    tg_tensor *saved[TG_MAX_SAVED]; /* what forward saved for the vjp */
+    int n_saved;
+    void *aux;                      /* free for the op (e.g. arg-max indices in tg_scratch memory) */
+    bool recording;                 /* forward may skip saving when false */
+    bool consumed;                  /* its vjp has run (and saved values are released) */
+    bool needed;                    /* used by tg_backward */
+};
+
+/*
+ * Forward: validates node->in and node->attrs, creates the output (with
+ * tg_empty and friends), computes it and returns it; on bad input raises an
+ * error with TG_ERROR naming the op and values, and returns NULL. It may
+ * save tensors with tg_node_save and keep scratch memory in node->aux.
+ *
+ * Vjp: given gout = dL/d(out), ACCUMULATES (+=) dL/d(in[i]) into gin[i] for
+ * every i with gin[i] != NULL (inputs that do not require grad get NULL).
+ * gin[i] has in[i]'s shape and dtype. Returns TG_OK or an error status.
+ *
+ * print_attrs: writes "stride=2 pad=1" style text (snprintf semantics); may be NULL.
+ *
+ * sample: fills case number `index` (0, 1, ...) of float64 test inputs for
+ * gradcheck into s and returns 1, or returns 0 when there are no more cases,
+ * or a negative status on error. Inputs to differentiate get requires_grad.
+ * May be NULL (the op then has no registry gradcheck).
+ */
+typedef struct tg_sample {
+    int n_in;
+    tg_tensor *in[TG_SAMPLE_MAX_IN];
+    TG_ALIGN16 unsigned char attrs[TG_ATTR_MAX];
+    bool training;       /* the mode the case runs in */
+    char desc[64];       /* a few words naming the case ("broadcast row") */
+} tg_sample;
+
+struct tg_op {
+    const char *name;   /* unique; lower case like PyTorch's ("max_pool2d") */
+    int min_in;         /* fewest tensor inputs */
+    int max_in;         /* most tensor inputs, or -1 for no limit */
+    size_t attr_size;   /* bytes of the attribute struct (0 for none), <= TG_ATTR_MAX */
+    tg_tensor *(*forward)(tg_ctx *ctx, tg_node *node);
+    tg_status (*vjp)(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin);
+    int (*print_attrs)(const tg_node *node, char *buf, size_t size);
+    int (*sample)(tg_ctx *ctx, int index, tg_sample *s);
+    const void *impl;   /* free for the op's author (e.g. one forward shared by several ops) */
+};
+
+/*
+ * Adds op to the registry. The registry keeps the pointer: op (and the
+ * strings in it) must live as long as the process, as a static const does.
+ * Errors: TG_EINVAL (NULL, no name, no forward, bad input counts, attr_size
+ * too large), TG_EEXIST (the name is taken), TG_ENOMEM.
+ */
+TG_API tg_status tg_op_register(tg_ctx *ctx, const tg_op *op);
+/* The op of that name, or NULL. */
+TG_API const tg_op *tg_op_find(const char *name);
+/* Iterates over registered ops in name order: tg_op_next(NULL) is the first. */
+TG_API const tg_op *tg_op_next(const tg_op *prev);
+/* How many ops are registered. */
+TG_API int tg_op_count(void);
+
+/*
+ * Runs op on n inputs with attrs (attr_size bytes, copied; may be NULL when
+ * attr_size is 0). Returns the output, a step tensor, or NULL with an error.
+ * When grad mode is on and some input requires grad, the node is recorded.
+ */
+TG_API tg_tensor *tg_apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n,
+                           const void *attrs);
+
+/* tg_apply for the op registered under name; TG_ENOTFOUND when there is none. */
+TG_API tg_tensor *tg_apply_named(tg_ctx *ctx, const char *name, tg_tensor *const *in, int n,
+                                 const void *attrs);
+
+/* Keeps t for the vjp (at most TG_MAX_SAVED per node). Returns t, or NULL on error. */
+TG_API tg_tensor *tg_node_save(tg_ctx *ctx, tg_node *node, tg_tensor *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

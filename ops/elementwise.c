@@ -1,0 +1,260 @@
+/*
+ * elementwise.c: add, sub, mul, div with broadcasting; neg, exp, log,
+ * sqrt, pow and the scalar ops.
+ *
+ * The binary ops share one forward and one vjp, told apart by op->impl;
+ * so do the unary ones. Kernels come from one source for float and double
+ * (TG__DISPATCH with <tgmath.h>, so exp() is expf() on floats).
+ */
+#include "impl.h"
+
+#include <tgmath.h>
+
+enum { ADD, SUB, MUL, DIV };
+enum { NEG, EXP, LOG, SQRT, POW, ADD_S, MUL_S, DIV_S };
+static const int kinds[] = {0, 1, 2, 3, 4, 5, 6, 7};
+
+static int kind_of(const tg_node *node) { return *(const int *)node->op->impl; }
+
+/* ---------------------------------------------------------------- binary */
+
+typedef struct bin_args {
+    int kind;
+    tg_dtype dtype;
+    void *o;              /* forward: out; vjp: gout */
+    const void *a, *b;    /* the inputs */
+    void *ga, *gb;        /* vjp: gradient buffers of a and b, or NULL */
+} bin_args;
+
+/* out[i] = a[i] op b[i] along one row (a and b may have stride 0) */
+static void bin_forward_row(void *ud, int64_t n, const int64_t off[3], const int64_t inc[3])
+{
+    const bin_args *u = ud;
+    int64_t sa = inc[1], sb = inc[2];
+    TG__DISPATCH(u->dtype, T, {
+        T *o = (T *)u->o + off[0];
+        const T *a = (const T *)u->a + off[1], *b = (const T *)u->b + off[2];
+        switch (u->kind) {
+        case ADD: for (int64_t i = 0; i < n; i++) o[i] = a[i * sa] + b[i * sb]; break;
+        case SUB: for (int64_t i = 0; i < n; i++) o[i] = a[i * sa] - b[i * sb]; break;
+        case MUL: for (int64_t i = 0; i < n; i++) o[i] = a[i * sa] * b[i * sb]; break;
+        default:  for (int64_t i = 0; i < n; i++) o[i] = a[i * sa] / b[i * sb]; break;
+        }
+    });
+}
+
+/* da += g * d(out)/da, db += g * d(out)/db; a stride of 0 sums over the
+ * broadcast elements, which is the reduction the vjp of broadcasting needs */
+static void bin_vjp_row(void *ud, int64_t n, const int64_t off[3], const int64_t inc[3])
+{
+    const bin_args *u = ud;
+    int64_t sa = inc[1], sb = inc[2];
+    TG__DISPATCH(u->dtype, T, {
+        const T *g = (const T *)u->o + off[0];
+        const T *a = (const T *)u->a + off[1], *b = (const T *)u->b + off[2];
+        T *ga = u->ga ? (T *)u->ga + off[1] : NULL;
+        T *gb = u->gb ? (T *)u->gb + off[2] : NULL;
+        for (int64_t i = 0; i < n; i++) {
+            T gi = g[i], ai = a[i * sa], bi = b[i * sb];
+            switch (u->kind) {
+            case ADD: if (ga) ga[i * sa] += gi; if (gb) gb[i * sb] += gi; break;
+            case SUB: if (ga) ga[i * sa] += gi; if (gb) gb[i * sb] -= gi; break;
+            case MUL: if (ga) ga[i * sa] += gi * bi; if (gb) gb[i * sb] += gi * ai; break;
+            default:
+                if (ga) ga[i * sa] += gi / bi;
+                if (gb) gb[i * sb] -= gi * ai / (bi * bi);
+                break;
+            }
+        }
+    });
+}
+
+static tg_tensor *binary_forward(tg_ctx *ctx, tg_node *node)
+{
+    const char *who = node->op->name;
+    tg_tensor *a = node->in[0], *b = node->in[1];
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+    if (tg__same_dtype(ctx, who, a, b) || tg__bcast_shape(ctx, who, a, b, &ndim, shape))
+        return NULL;
+    tg_tensor *out = tg_empty(ctx, a->dtype, ndim, shape);
+    if (!out)
+        return NULL;
+    tg__bcast it;
+    tg__bcast_init(&it, out, a, b);
+    bin_args u = {kind_of(node), a->dtype, out->data, a->data, b->data, NULL, NULL};
+    tg__bcast_rows(&it, bin_forward_row, &u);
+    return out;
+}
+
+static tg_status binary_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
+                            tg_tensor *const *gin)
+{
+    (void)ctx;
+    tg_tensor *a = node->in[0], *b = node->in[1];
+    tg__bcast it;
+    tg__bcast_init(&it, gout, a, b);
+    bin_args u = {kind_of(node), a->dtype, gout->data, a->data, b->data,
+                  gin[0] ? gin[0]->data : NULL, gin[1] ? gin[1]->data : NULL};
+    tg__bcast_rows(&it, bin_vjp_row, &u);
+    return TG_OK;
+}
+
+/* Cases: equal shapes, a row vector, a column against a row, a scalar,
+ * size-1 dimensions on both sides. Divisors stay away from zero. */
+static int binary_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const struct { int na, nb; int64_t a[3], b[3]; const char *desc; } cases[] = {
+        {2, 2, {3, 4}, {3, 4}, "same shape"},
+        {2, 1, {3, 4}, {4}, "broadcast row"},
+        {2, 2, {3, 1}, {1, 4}, "column x row"},
+        {2, 0, {2, 3}, {0}, "scalar b"},
+        {3, 3, {1, 5, 1}, {2, 1, 3}, "size-1 dims"},
+    };
+    if (index >= (int)(sizeof cases / sizeof cases[0]))
+        return 0;
+    double lo = 0.5, hi = 2.0; /* positive, for div */
+    s->n_in = 2;
+    s->in[0] = tg__sample_rand(ctx, cases[index].na, cases[index].a, -hi, hi, true);
+    s->in[1] = tg__sample_rand(ctx, cases[index].nb, cases[index].b, lo, hi, true);
+    snprintf(s->desc, sizeof s->desc, "%s", cases[index].desc);
+    return s->in[0] && s->in[1] ? 1 : tg_errcode(ctx);
+}
+
+#define BINARY_OP(NAME, KIND)                                                            \
+    const tg_op tg__op_##NAME = {                                                        \
+        .name = #NAME, .min_in = 2, .max_in = 2, .forward = binary_forward,              \
+        .vjp = binary_vjp, .sample = binary_sample, .impl = &kinds[KIND]};               \
+    tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *a, tg_tensor *b)                        \
+    {                                                                                    \
+        tg_tensor *in[2] = {a, b};                                                       \
+        return tg_apply(ctx, &tg__op_##NAME, in, 2, NULL);                               \
+    }
+
+BINARY_OP(add, ADD)
+BINARY_OP(sub, SUB)
+BINARY_OP(mul, MUL)
+BINARY_OP(div, DIV)
+
+/* ---------------------------------------------------------------- unary */
+
+static double scalar_of(const tg_node *node)
+{
+    return node->op->attr_size ? ((const tg_scalar_attrs *)node->attrs)->c : 0.0;
+}
+
+static tg_tensor *unary_forward(tg_ctx *ctx, tg_node *node)
+{
+    tg_tensor *x = node->in[0];
+    tg_tensor *out = tg_empty(ctx, x->dtype, x->ndim, x->shape);
+    if (!out)
+        return NULL;
+    int kind = kind_of(node);
+    double c = scalar_of(node);
+    TG__DISPATCH(x->dtype, T, {
+        const T *xs = x->data;
+        T *o = out->data;
+        T tc = (T)c;
+        int64_t n = x->numel;
+        switch (kind) {
+        case NEG: for (int64_t i = 0; i < n; i++) o[i] = -xs[i]; break;
+        case EXP: for (int64_t i = 0; i < n; i++) o[i] = exp(xs[i]); break;
+        case LOG: for (int64_t i = 0; i < n; i++) o[i] = log(xs[i]); break;
+        case SQRT: for (int64_t i = 0; i < n; i++) o[i] = sqrt(xs[i]); break;
+        case POW: for (int64_t i = 0; i < n; i++) o[i] = pow(xs[i], tc); break;
+        case ADD_S: for (int64_t i = 0; i < n; i++) o[i] = xs[i] + tc; break;
+        case MUL_S: for (int64_t i = 0; i < n; i++) o[i] = xs[i] * tc; break;
+        default: for (int64_t i = 0; i < n; i++) o[i] = xs[i] / tc; break;
+        }
+    });
+    return out;
+}
+
+/* dx += g * f'(x), with f' from the saved output where that is cheaper:
+ * exp' = exp(x) = y, sqrt' = 1 / (2 y), pow' = p x^(p-1) */
+static tg_status unary_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
+                           tg_tensor *const *gin)
+{
+    (void)ctx;
+    const tg_tensor *x = node->in[0], *y = node->out;
+    int kind = kind_of(node);
+    double c = scalar_of(node);
+    TG__DISPATCH(x->dtype, T, {
+        const T *xs = x->data, *ys = y->data, *g = gout->data;
+        T *gx = gin[0]->data;
+        T tc = (T)c;
+        int64_t n = x->numel;
+        switch (kind) {
+        case NEG: for (int64_t i = 0; i < n; i++) gx[i] -= g[i]; break;
+        case EXP: for (int64_t i = 0; i < n; i++) gx[i] += g[i] * ys[i]; break;
+        case LOG: for (int64_t i = 0; i < n; i++) gx[i] += g[i] / xs[i]; break;
+        case SQRT: for (int64_t i = 0; i < n; i++) gx[i] += g[i] / (2 * ys[i]); break;
+        case POW:
+            for (int64_t i = 0; i < n; i++)
+                gx[i] += tc == 0 ? 0 : g[i] * tc * pow(xs[i], tc - 1);
+            break;
+        case ADD_S: for (int64_t i = 0; i < n; i++) gx[i] += g[i]; break;
+        case MUL_S: for (int64_t i = 0; i < n; i++) gx[i] += g[i] * tc; break;
+        default: for (int64_t i = 0; i < n; i++) gx[i] += g[i] / tc; break;
+        }
+    });
+    return TG_OK;
+}
+
+static int scalar_print(const tg_node *node, char *buf, size_t size)
+{
+    return snprintf(buf, size, "%s=%g", kind_of(node) == POW ? "p" : "c", scalar_of(node));
+}
+
+/* Inputs stay in [0.5, 2] where log, sqrt and any power are smooth; the
+ * scalars cover negative, fractional and integer values. */
+static int unary_sample(tg_ctx *ctx, int index, tg_sample *s, bool has_scalar)
+{
+    static const int64_t shapes[][3] = {{3, 4, 0}, {1, 5, 0}, {2, 1, 3}};
+    static const int ndims[] = {2, 2, 3};
+    static const double scalars[] = {-1.0, 2.5, 3.0};
+    if (index >= 3)
+        return 0;
+    s->n_in = 1;
+    s->in[0] = tg__sample_rand(ctx, ndims[index], shapes[index], 0.5, 2.0, true);
+    if (has_scalar) {
+        tg_scalar_attrs a = {scalars[index]};
+        memcpy(s->attrs, &a, sizeof a);
+    }
+    snprintf(s->desc, sizeof s->desc, "%s", index == 2 ? "size-1 dim" : "matrix");
+    return s->in[0] ? 1 : tg_errcode(ctx);
+}
+
+static int plain_sample(tg_ctx *ctx, int index, tg_sample *s) { return unary_sample(ctx, index, s, false); }
+static int scalar_sample(tg_ctx *ctx, int index, tg_sample *s) { return unary_sample(ctx, index, s, true); }
+
+#define UNARY_OP(NAME, KIND)                                                             \
+    const tg_op tg__op_##NAME = {                                                        \
+        .name = #NAME, .min_in = 1, .max_in = 1, .forward = unary_forward,               \
+        .vjp = unary_vjp, .sample = plain_sample, .impl = &kinds[KIND]};                 \
+    tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *x)                                      \
+    {                                                                                    \
+        return tg_apply(ctx, &tg__op_##NAME, &x, 1, NULL);                               \
+    }
+
+#define SCALAR_OP(NAME, KIND)                                                            \
+    const tg_op tg__op_##NAME = {                                                        \
+        .name = #NAME, .min_in = 1, .max_in = 1, .attr_size = sizeof(tg_scalar_attrs),   \
+        .forward = unary_forward, .vjp = unary_vjp, .print_attrs = scalar_print,         \
+        .sample = scalar_sample, .impl = &kinds[KIND]};                                  \
+    tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *x, double c)                            \
+    {                                                                                    \
+        tg_scalar_attrs a = {c};                                                         \
+        return tg_apply(ctx, &tg__op_##NAME, &x, 1, &a);                                 \
+    }
+
+UNARY_OP(neg, NEG)
+UNARY_OP(exp, EXP)
+UNARY_OP(log, LOG)
+UNARY_OP(sqrt, SQRT)
+SCALAR_OP(pow, POW)
+SCALAR_OP(add_scalar, ADD_S)
+SCALAR_OP(mul_scalar, MUL_S)
+SCALAR_OP(div_scalar, DIV_S)
+
+tg_tensor *tg_sub_scalar(tg_ctx *ctx, tg_tensor *x, double c) { return tg_add_scalar(ctx, x, -c); }

@@ -1,0 +1,136 @@
+/*
+ * reduce.c: sum and mean, over all elements or one axis.
+ *
+ * x is viewed as (outer, n, inner) around the reduced axis (all elements:
+ * outer = inner = 1). Forward: out[o, i] = sum_j x[o, j, i] (divided by n
+ * for mean), accumulated in double. Vjp: dx[o, j, i] += g[o, i] (/ n).
+ */
+#include "impl.h"
+
+typedef struct span { int64_t outer, n, inner; } span;
+
+static span span_of(const tg_tensor *x, const tg_reduce_attrs *a, int axis)
+{
+    span s = {1, x->numel, 1};
+    if (a->all)
+        return s;
+    s.n = x->shape[axis];
+    s.outer = 1;
+    for (int d = 0; d < axis; d++)
+        s.outer *= x->shape[d];
+    s.inner = 1;
+    for (int d = axis + 1; d < x->ndim; d++)
+        s.inner *= x->shape[d];
+    return s;
+}
+
+static bool is_mean(const tg_node *node) { return node->op == &tg__op_mean; }
+
+static tg_tensor *reduce_forward(tg_ctx *ctx, tg_node *node)
+{
+    const tg_reduce_attrs *a = node->attrs;
+    tg_tensor *x = node->in[0];
+    int axis = 0;
+    if (!a->all && (axis = tg__axis(ctx, node->op->name, a->axis, x->ndim)) < 0)
+        return NULL;
+    int64_t shape[TG_MAX_DIMS];
+    int nd = 0;
+    for (int d = 0; d < x->ndim; d++) {
+        bool reduced = a->all || d == axis;
+        if (!reduced)
+            shape[nd++] = x->shape[d];
+        else if (a->keepdim)
+            shape[nd++] = 1;
+    }
+    tg_tensor *out = tg_empty(ctx, x->dtype, nd, shape);
+    if (!out)
+        return NULL;
+    span s = span_of(x, a, axis);
+    double scale = is_mean(node) ? 1.0 / (double)s.n : 1.0; /* n = 0: nan, as PyTorch */
+    TG__DISPATCH(x->dtype, T, {
+        const T *xs = x->data;
+        T *o = out->data;
+        for (int64_t p = 0; p < s.outer; p++)
+            for (int64_t i = 0; i < s.inner; i++) {
+                double acc = 0;
+                for (int64_t j = 0; j < s.n; j++)
+                    acc += xs[(p * s.n + j) * s.inner + i];
+                o[p * s.inner + i] = (T)(acc * scale);
+            }
+    });
+    return out;
+}
+
+static tg_status reduce_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
+                            tg_tensor *const *gin)
+{
+    (void)ctx;
+    const tg_reduce_attrs *a = node->attrs;
+    tg_tensor *x = node->in[0];
+    int axis = a->all ? 0 : (a->axis < 0 ? a->axis + x->ndim : a->axis);
+    span s = span_of(x, a, axis);
+    double scale = is_mean(node) ? 1.0 / (double)s.n : 1.0;
+    TG__DISPATCH(x->dtype, T, {
+        const T *g = gout->data;
+        T *gx = gin[0]->data;
+        T sc = (T)scale;
+        for (int64_t p = 0; p < s.outer; p++)
+            for (int64_t j = 0; j < s.n; j++)
+                for (int64_t i = 0; i < s.inner; i++)
+                    gx[(p * s.n + j) * s.inner + i] += g[p * s.inner + i] * sc;
+    });
+    return TG_OK;
+}
+
+static int reduce_print(const tg_node *node, char *buf, size_t size)
+{
+    const tg_reduce_attrs *a = node->attrs;
+    if (a->all)
+        return snprintf(buf, size, "all%s", a->keepdim ? " keepdim" : "");
+    return snprintf(buf, size, "axis=%d%s", a->axis, a->keepdim ? " keepdim" : "");
+}
+
+static int reduce_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const tg_reduce_attrs attrs[] = {
+        {0, true, false}, {0, false, false}, {-1, false, true}, {1, false, false}, {0, true, true}};
+    static const int64_t shapes[][3] = {{3, 4, 0}, {3, 4, 0}, {2, 3, 4}, {2, 1, 3}, {1, 5, 0}};
+    static const int ndims[] = {2, 2, 3, 3, 2};
+    static const char *desc[] = {"all", "axis 0", "last axis keepdim", "size-1 axis", "all keepdim"};
+    if (index >= 5)
+        return 0;
+    s->n_in = 1;
+    s->in[0] = tg__sample_rand(ctx, ndims[index], shapes[index], -1, 1, true);
+    memcpy(s->attrs, &attrs[index], sizeof attrs[index]);
+    snprintf(s->desc, sizeof s->desc, "%s", desc[index]);
+    return s->in[0] ? 1 : tg_errcode(ctx);
+}
+
+const tg_op tg__op_sum = {.name = "sum", .min_in = 1, .max_in = 1,
+                          .attr_size = sizeof(tg_reduce_attrs), .forward = reduce_forward,
+                          .vjp = reduce_vjp, .print_attrs = reduce_print,
+                          .sample = reduce_sample};
+const tg_op tg__op_mean = {.name = "mean", .min_in = 1, .max_in = 1,
+                           .attr_size = sizeof(tg_reduce_attrs), .forward = reduce_forward,
+                           .vjp = reduce_vjp, .print_attrs = reduce_print,
+                           .sample = reduce_sample};
+
+static tg_tensor *reduce(tg_ctx *ctx, const tg_op *op, tg_tensor *x, int axis, bool all,
+                         bool keepdim)
+{
+    tg_reduce_attrs a = {axis, all, keepdim};
+    return tg_apply(ctx, op, &x, 1, &a);
+}
+
+tg_tensor *tg_sum(tg_ctx *ctx, tg_tensor *x) { return reduce(ctx, &tg__op_sum, x, 0, true, false); }
+tg_tensor *tg_mean(tg_ctx *ctx, tg_tensor *x) { return reduce(ctx, &tg__op_mean, x, 0, true, false); }
+
+tg_tensor *tg_sum_axis(tg_ctx *ctx, tg_tensor *x, int axis, bool keepdim)
+{
+    return reduce(ctx, &tg__op_sum, x, axis, false, keepdim);
+}
+
+tg_tensor *tg_mean_axis(tg_ctx *ctx, tg_tensor *x, int axis, bool keepdim)
+{
+    return reduce(ctx, &tg__op_mean, x, axis, false, keepdim);
+}

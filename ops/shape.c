@@ -1,0 +1,630 @@
+/*
+ * shape.c: reshape (and flatten), permute (and transpose), concat, slice
+ * and zero padding.
+ *
+ * reshape shares its input's data. The others move elements, and each
+ * move is one strided copy: walk a domain shape, read src at base + the
+ * dot product of the index with src strides, write dst likewise. The vjp
+ * is the same walk with source and destination swapped, accumulating:
+ *   permute: dx[perm view] += g       slice: dx[start::step] += g
+ *   pad:     dx += g[interior]        concat: dx_i += g[piece i]
+ */
+#include "impl.h"
+
+#include <inttypes.h>
+
+typedef struct view {
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+    int64_t dst[TG_MAX_DIMS], src[TG_MAX_DIMS]; /* element strides */
+    int64_t dst0, src0;                         /* base offsets */
+} view;
+
+typedef struct copy_args {
+    tg_dtype dt;
+    char *dst;
+    const char *src;
+    bool accumulate;
+} copy_args;
+
+static void copy_row(void *ud, int64_t n, const int64_t off[3], const int64_t inc[3])
+{
+    const copy_args *u = ud;
+    TG__DISPATCH(u->dt, T, {
+        T *d = (T *)u->dst + off[0];
+        const T *s = (const T *)u->src + off[1];
+        if (u->accumulate)
+            for (int64_t i = 0; i < n; i++) d[i * inc[0]] += s[i * inc[1]];
+        else
+            for (int64_t i = 0; i < n; i++) d[i * inc[0]] = s[i * inc[1]];
+    });
+}
+
+/* dst[dst0 + idx . v->dst] (+)= src[src0 + idx . v->src] over the domain;
+ * reverse swaps the roles (the vjp direction). */
+static void view_copy(const view *v, tg_dtype dt, void *dst, const void *src, bool reverse)
+{
+    tg__bcast it;
+    memset(&it, 0, sizeof it);
+    it.ndim = v->ndim;
+    it.numel = 1;
+    for (int d = 0; d < v->ndim; d++) {
+        it.shape[d] = v->shape[d];
+        it.stride[0][d] = reverse ? v->src[d] : v->dst[d];
+        it.stride[1][d] = reverse ? v->dst[d] : v->src[d];
+        it.numel *= v->shape[d];
+    }
+    size_t es = tg_dtype_size(dt);
+    copy_args u = {dt, (char *)dst + (size_t)(reverse ? v->src0 : v->dst0) * es,
+                   (const char *)src + (size_t)(reverse ? v->dst0 : v->src0) * es, reverse};
+    tg__bcast_rows(&it, copy_row, &u);
+}
+
+static void contiguous_strides(const tg_tensor *t, int64_t *stride)
+{
+    int64_t s = 1;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        stride[d] = s;
+        s *= t->shape[d];
+    }
+}
+
+static void copy_sample_desc(tg_sample *s, const char *desc)
+{
+    snprintf(s->desc, sizeof s->desc, "%s", desc);
+}
+
+/* ---------------------------------------------------------------- reshape */
+
+static tg_tensor *reshape_forward(tg_ctx *ctx, tg_node *node)
+{
+    const tg_reshape_attrs *a = node->attrs;
+    tg_tensor *x = node->in[0];
+    if (a->ndim < 0 || a->ndim > TG_MAX_DIMS) {
+        TG_ERROR(ctx, TG_EINVAL, "reshape: %d dimensions; tensors have 0 to %d", a->ndim,
+                 TG_MAX_DIMS);
+        return NULL;
+    }
+    int64_t shape[TG_MAX_DIMS], known = 1;
+    int infer = -1;
+    for (int d = 0; d < a->ndim; d++) {
+        shape[d] = a->shape[d];
+        if (shape[d] == -1 && infer < 0) {
+            infer = d;
+        } else if (shape[d] < 0) {
+            TG_ERROR(ctx, TG_EINVAL, "reshape: dimension %d is %" PRId64
+                     " (only one -1 is allowed)", d, shape[d]);
+            return NULL;
+        } else {
+            known *= shape[d];
+        }
+    }
+    if (infer >= 0) {
+        if (known == 0 || x->numel % known) {
+            char want[96];
+            tg__shape_fmt(want, sizeof want, a->ndim, a->shape);
+            TG_ERROR(ctx, TG_ESHAPE, "reshape: cannot view %s (%" PRId64 " elements) as %s",
+                     tg__shape_s(x), x->numel, want);
+            return NULL;
+        }
+        shape[infer] = x->numel / known;
+        known *= shape[infer];
+    }
+    if (known != x->numel) {
+        char want[96];
+        tg__shape_fmt(want, sizeof want, a->ndim, a->shape);
+        TG_ERROR(ctx, TG_ESHAPE, "reshape: cannot view %s (%" PRId64 " elements) as %s", tg__shape_s(x),
+                 x->numel, want);
+        return NULL;
+    }
+    tg_tensor *out = tg__tensor_new(ctx, x->dtype, a->ndim, shape, false);
+    if (out)
+        out->data = x->data;
+    return out;
+}
+
+static tg_status reshape_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
+                             tg_tensor *const *gin)
+{
+    (void)ctx;
+    (void)node;
+    TG__DISPATCH(gout->dtype, T, {
+        const T *g = gout->data;
+        T *gx = gin[0]->data;
+        for (int64_t i = 0; i < gout->numel; i++)
+            gx[i] += g[i];
+    });
+    return TG_OK;
+}
+
+static int reshape_print(const tg_node *node, char *buf, size_t size)
+{
+    const tg_reshape_attrs *a = node->attrs;
+    return tg__shape_fmt(buf, size, a->ndim, a->shape);
+}
+
+static int reshape_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const tg_reshape_attrs attrs[] = {{2, {4, 3}}, {1, {-1}}, {3, {2, -1, 1}}};
+    if (index >= 3)
+        return 0;
+    s->n_in = 1;
+    s->in[0] = tg__sample_rand(ctx, TG_SHAPE(3, 4), -1, 1, true);
+    memcpy(s->attrs, &attrs[index], sizeof attrs[index]);
+    copy_sample_desc(s, index == 0 ? "2-D" : index == 1 ? "flatten" : "inferred with size 1");
+    return s->in[0] ? 1 : tg_errcode(ctx);
+}
+
+const tg_op tg__op_reshape = {.name = "reshape", .min_in = 1, .max_in = 1,
+                              .attr_size = sizeof(tg_reshape_attrs), .forward = reshape_forward,
+                              .vjp = reshape_vjp, .print_attrs = reshape_print,
+                              .sample = reshape_sample};
+
+tg_tensor *tg_reshape(tg_ctx *ctx, tg_tensor *x, int ndim, const int64_t *shape)
+{
+    TG__GUARD(ctx, NULL);
+    tg_reshape_attrs a;
+    memset(&a, 0, sizeof a);
+    if (ndim < 0 || ndim > TG_MAX_DIMS || (ndim > 0 && !shape)) {
+        TG_ERROR(ctx, TG_EINVAL, "reshape: %d dimensions%s; tensors have 0 to %d", ndim,
+                 shape ? "" : " and no shape", TG_MAX_DIMS);
+        return NULL;
+    }
+    a.ndim = ndim;
+    for (int d = 0; d < ndim; d++)
+        a.shape[d] = shape[d];
+    return tg_apply(ctx, &tg__op_reshape, &x, 1, &a);
+}
+
+tg_tensor *tg_flatten(tg_ctx *ctx, tg_tensor *x, int start, int end)
+{
+    TG__GUARD(ctx, NULL);
+    if (tg__check_tensor(ctx, "flatten", "x", x))
+        return NULL;
+    if (x->ndim == 0)
+        return tg_reshape(ctx, x, TG_SHAPE(1));
+    int s = tg__axis(ctx, "flatten", start, x->ndim), e = s < 0 ? -1 : tg__axis(ctx, "flatten", end, x->ndim);
+    if (s < 0 || e < 0)
+        return NULL;
+    if (s > e) {
+        TG_ERROR(ctx, TG_EINVAL, "flatten: start dimension %d comes after end dimension %d", start, end);
+        return NULL;
+    }
+    int64_t shape[TG_MAX_DIMS];
+    int nd = 0;
+    for (int d = 0; d < x->ndim; d++) {
+        if (d <= s || d > e)
+            shape[nd++] = x->shape[d];
+        else
+            shape[nd - 1] *= x->shape[d];
+    }
+    return tg_reshape(ctx, x, nd, shape);
+}
+
+/* ---------------------------------------------------------------- permute */
+
+static bool permute_view(tg_ctx *ctx, const tg_tensor *x, const tg_permute_attrs *a,
+                         const tg_tensor *out, view *v)
+{
+    if (a->ndim != x->ndim) {
+        TG_ERROR(ctx, TG_EINVAL, "permute: %d axes given for a %d-dimensional tensor", a->ndim, x->ndim);
+        return false;
+    }
+    bool seen[TG_MAX_DIMS] = {false};
+    for (int d = 0; d < a->ndim; d++) {
+        int p = a->perm[d];
+        if (p < 0 || p >= x->ndim || seen[p]) {
+            TG_ERROR(ctx, TG_EINVAL, "permute: axis list is not a permutation of 0..%d (entry %d is %d)",
+                     x->ndim - 1, d, p);
+            return false;
+        }
+        seen[p] = true;
+    }
+    if (!out)
+        return true;
+    int64_t xs[TG_MAX_DIMS];
+    memset(v, 0, sizeof *v);
+    contiguous_strides(x, xs);
+    contiguous_strides(out, v->dst);
+    v->ndim = out->ndim;
+    for (int d = 0; d < out->ndim; d++) {
+        v->shape[d] = out->shape[d];
+        v->src[d] = xs[a->perm[d]];
+    }
+    return true;
+}
+
+static tg_tensor *permute_forward(tg_ctx *ctx, tg_node *node)
+{
+    const tg_permute_attrs *a = node->attrs;
+    tg_tensor *x = node->in[0];
+    if (!permute_view(ctx, x, a, NULL, NULL))
+        return NULL;
+    int64_t shape[TG_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++)
+        shape[d] = x->shape[a->perm[d]];
+    tg_tensor *out = tg_empty(ctx, x->dtype, x->ndim, shape);
+    if (!out)
+        return NULL;
+    view v;
+    permute_view(ctx, x, a, out, &v);
+    view_copy(&v, x->dtype, out->data, x->data, false);
+    return out;
+}
+
+static tg_status permute_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
+                             tg_tensor *const *gin)
+{
+    view v;
+    permute_view(ctx, node->in[0], node->attrs, gout, &v);
+    view_copy(&v, gout->dtype, gin[0]->data, gout->data, true);
+    return TG_OK;
+}
+
+static int permute_print(const tg_node *node, char *buf, size_t size)
+{
+    const tg_permute_attrs *a = node->attrs;
+    int64_t p[TG_MAX_DIMS];
+    for (int d = 0; d < a->ndim; d++)
+        p[d] = a->perm[d];
+    return tg__shape_fmt(buf, size, a->ndim, p);
+}
+
+static int permute_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const tg_permute_attrs attrs[] = {{2, {1, 0}}, {3, {2, 0, 1}}, {4, {0, 2, 1, 3}}};
+    static const int64_t shapes[][4] = {{3, 4}, {2, 3, 4}, {2, 1, 3, 2}};
+    if (index >= 3)
+        return 0;
+    s->n_in = 1;
+    s->in[0] = tg__sample_rand(ctx, attrs[index].ndim, shapes[index], -1, 1, true);
+    memcpy(s->attrs, &attrs[index], sizeof attrs[index]);
+    copy_sample_desc(s, index == 0 ? "transpose" : index == 1 ? "rotate axes" : "size-1 dim");
+    return s->in[0] ? 1 : tg_errcode(ctx);
+}
+
+const tg_op tg__op_permute = {.name = "permute", .min_in = 1, .max_in = 1,
+                              .attr_size = sizeof(tg_permute_attrs), .forward = permute_forward,
+                              .vjp = permute_vjp, .print_attrs = permute_print,
+                              .sample = permute_sample};
+
+tg_tensor *tg_permute(tg_ctx *ctx, tg_tensor *x, const int *perm)
+{
+    TG__GUARD(ctx, NULL);
+    if (tg__check_tensor(ctx, "permute", "x", x))
+        return NULL;
+    if (!perm && x->ndim > 0) {
+        TG_ERROR(ctx, TG_EINVAL, "permute: perm is NULL");
+        return NULL;
+    }
+    tg_permute_attrs a;
+    memset(&a, 0, sizeof a);
+    a.ndim = x->ndim;
+    for (int d = 0; d < x->ndim; d++)
+        a.perm[d] = perm[d];
+    return tg_apply(ctx, &tg__op_permute, &x, 1, &a);
+}
+
+tg_tensor *tg_transpose(tg_ctx *ctx, tg_tensor *x, int dim0, int dim1)
+{
+    TG__GUARD(ctx, NULL);
+    if (tg__check_tensor(ctx, "transpose", "x", x))
+        return NULL;
+    int a = tg__axis(ctx, "transpose", dim0, x->ndim), b = a < 0 ? -1 : tg__axis(ctx, "transpose", dim1, x->ndim);
+    if (a < 0 || b < 0)
+        return NULL;
+    int perm[TG_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++)
+        perm[d] = d;
+    perm[a] = b;
+    perm[b] = a;
+    return tg_permute(ctx, x, perm);
+}
+
+/* ---------------------------------------------------------------- slice */
+
+/* Python's clamping of start and end for a positive step. */
+static int64_t clamp_index(int64_t i, int64_t n)
+{
+    if (i < 0)
+        i += n;
+    return i < 0 ? 0 : i > n ? n : i;
+}
+
+static void slice_view(const tg_tensor *x, const tg_slice_attrs *a, int axis, const tg_tensor *out,
+                       view *v)
+{
+    memset(v, 0, sizeof *v);
+    int64_t xs[TG_MAX_DIMS];
+    contiguous_strides(x, xs);
+    contiguous_strides(out, v->dst);
+    v->ndim = out->ndim;
+    for (int d = 0; d < out->ndim; d++) {
+        v->shape[d] = out->shape[d];
+        v->src[d] = d == axis ? xs[d] * a->step : xs[d];
+    }
+    v->src0 = clamp_index(a->start, x->shape[axis]) * xs[axis];
+}
+
+static tg_tensor *slice_forward(tg_ctx *ctx, tg_node *node)
+{
+    const tg_slice_attrs *a = node->attrs;
+    tg_tensor *x = node->in[0];
+    int axis = tg__axis(ctx, "slice", a->axis, x->ndim);
+    if (axis < 0)
+        return NULL;
+    if (a->step < 1) {
+        TG_ERROR(ctx, TG_EINVAL, "slice: step is %" PRId64 "; it must be >= 1", a->step);
+        return NULL;
+    }
+    int64_t n = x->shape[axis];
+    int64_t lo = clamp_index(a->start, n), hi = clamp_index(a->end, n);
+    int64_t len = hi > lo ? (hi - lo + a->step - 1) / a->step : 0;
+    int64_t shape[TG_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[axis] = len;
+    tg_tensor *out = tg_empty(ctx, x->dtype, x->ndim, shape);
+    if (!out)
+        return NULL;
+    view v;
+    slice_view(x, a, axis, out, &v);
+    view_copy(&v, x->dtype, out->data, x->data, false);
+    return out;
+}
+
+static tg_status slice_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
+                           tg_tensor *const *gin)
+{
+    (void)ctx;
+    const tg_slice_attrs *a = node->attrs;
+    tg_tensor *x = node->in[0];
+    view v;
+    slice_view(x, a, a->axis < 0 ? a->axis + x->ndim : a->axis, gout, &v);
+    view_copy(&v, gout->dtype, gin[0]->data, gout->data, true);
+    return TG_OK;
+}
+
+static int slice_print(const tg_node *node, char *buf, size_t size)
+{
+    const tg_slice_attrs *a = node->attrs;
+    return snprintf(buf, size, "axis=%d %" PRId64 ":%" PRId64 ":%" PRId64, a->axis, a->start,
+                    a->end, a->step);
+}
+
+static int slice_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const tg_slice_attrs attrs[] = {{0, 1, 3, 1}, {1, 0, 5, 2}, {-1, -3, 100, 1}};
+    if (index >= 3)
+        return 0;
+    s->n_in = 1;
+    s->in[0] = tg__sample_rand(ctx, TG_SHAPE(4, 5), -1, 1, true);
+    memcpy(s->attrs, &attrs[index], sizeof attrs[index]);
+    copy_sample_desc(s, index == 0 ? "rows" : index == 1 ? "step 2" : "negative start, clamped end");
+    return s->in[0] ? 1 : tg_errcode(ctx);
+}
+
+const tg_op tg__op_slice = {.name = "slice", .min_in = 1, .max_in = 1,
+                            .attr_size = sizeof(tg_slice_attrs), .forward = slice_forward,
+                            .vjp = slice_vjp, .print_attrs = slice_print, .sample = slice_sample};
+
+tg_tensor *tg_slice(tg_ctx *ctx, tg_tensor *x, int axis, int64_t start, int64_t end, int64_t step)
+{
+    tg_slice_attrs a = {axis, start, end, step};
+    return tg_apply(ctx, &tg__op_slice, &x, 1, &a);
+}
+
+/* ---------------------------------------------------------------- pad */
+
+static void pad_view(const tg_tensor *x, const tg_pad_attrs *a, const tg_tensor *out, view *v)
+{
+    memset(v, 0, sizeof *v);
+    contiguous_strides(x, v->src);
+    contiguous_strides(out, v->dst);
+    v->ndim = x->ndim;
+    for (int d = 0; d < x->ndim; d++) {
+        v->shape[d] = x->shape[d];
+        v->dst0 += a->pad[d][0] * v->dst[d];
+    }
+}
+
+static tg_tensor *pad_forward(tg_ctx *ctx, tg_node *node)
+{
+    const tg_pad_attrs *a = node->attrs;
+    tg_tensor *x = node->in[0];
+    if (a->ndim != x->ndim) {
+        TG_ERROR(ctx, TG_EINVAL, "pad: padding given for %d dimensions of a %d-dimensional tensor %s",
+                 a->ndim, x->ndim, tg__shape_s(x));
+        return NULL;
+    }
+    int64_t shape[TG_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) {
+        if (a->pad[d][0] < 0 || a->pad[d][1] < 0) {
+            TG_ERROR(ctx, TG_EINVAL, "pad: padding of dimension %d is (%" PRId64 ", %" PRId64
+                     "); it must be >= 0", d, a->pad[d][0], a->pad[d][1]);
+            return NULL;
+        }
+        shape[d] = x->shape[d] + a->pad[d][0] + a->pad[d][1];
+    }
+    tg_tensor *out = tg_zeros(ctx, x->dtype, x->ndim, shape);
+    if (!out)
+        return NULL;
+    view v;
+    pad_view(x, a, out, &v);
+    view_copy(&v, x->dtype, out->data, x->data, false);
+    return out;
+}
+
+static tg_status pad_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
+{
+    (void)ctx;
+    view v;
+    pad_view(node->in[0], node->attrs, gout, &v);
+    view_copy(&v, gout->dtype, gin[0]->data, gout->data, true);
+    return TG_OK;
+}
+
+static int pad_print(const tg_node *node, char *buf, size_t size)
+{
+    const tg_pad_attrs *a = node->attrs;
+    int n = 0;
+    for (int d = 0; d < a->ndim; d++) {
+        size_t at = (size_t)n < size ? (size_t)n : size;
+        n += snprintf(buf + at, size - at, "(%" PRId64 ", %" PRId64 ")", a->pad[d][0], a->pad[d][1]);
+    }
+    return n;
+}
+
+static int pad_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const tg_pad_attrs attrs[] = {
+        {3, {{0, 0}, {0, 0}, {1, 1}}},
+        {4, {{0, 0}, {0, 0}, {1, 2}, {0, 1}}},
+        {3, {{0, 0}, {0, 0}, {0, 0}}},
+    };
+    static const int64_t shapes[][4] = {{2, 1, 5}, {1, 2, 3, 3}, {2, 1, 3}};
+    if (index >= 3)
+        return 0;
+    s->n_in = 1;
+    s->in[0] = tg__sample_rand(ctx, attrs[index].ndim, shapes[index], -1, 1, true);
+    memcpy(s->attrs, &attrs[index], sizeof attrs[index]);
+    copy_sample_desc(s, index == 0 ? "1-D both sides" : index == 1 ? "2-D uneven" : "no padding");
+    return s->in[0] ? 1 : tg_errcode(ctx);
+}
+
+const tg_op tg__op_pad = {.name = "pad", .min_in = 1, .max_in = 1,
+                          .attr_size = sizeof(tg_pad_attrs), .forward = pad_forward,
+                          .vjp = pad_vjp, .print_attrs = pad_print, .sample = pad_sample};
+
+static tg_tensor *pad_last(tg_ctx *ctx, tg_tensor *x, int dims, const int64_t *pads)
+{
+    TG__GUARD(ctx, NULL);
+    if (tg__check_tensor(ctx, "pad", "x", x))
+        return NULL;
+    if (x->ndim < dims) {
+        TG_ERROR(ctx, TG_ESHAPE, "pad: %dd padding needs at least %d dimensions; x is %s", dims,
+                 dims, tg__shape_s(x));
+        return NULL;
+    }
+    tg_pad_attrs a;
+    memset(&a, 0, sizeof a);
+    a.ndim = x->ndim;
+    for (int i = 0; i < dims; i++) { /* pads: (before, after) of the last, then the one before */
+        a.pad[x->ndim - 1 - i][0] = pads[2 * i];
+        a.pad[x->ndim - 1 - i][1] = pads[2 * i + 1];
+    }
+    return tg_apply(ctx, &tg__op_pad, &x, 1, &a);
+}
+
+tg_tensor *tg_pad1d(tg_ctx *ctx, tg_tensor *x, int64_t left, int64_t right)
+{
+    const int64_t p[2] = {left, right};
+    return pad_last(ctx, x, 1, p);
+}
+
+tg_tensor *tg_pad2d(tg_ctx *ctx, tg_tensor *x, int64_t left, int64_t right, int64_t top,
+                    int64_t bottom)
+{
+    const int64_t p[4] = {left, right, top, bottom};
+    return pad_last(ctx, x, 2, p);
+}
+
+/* ---------------------------------------------------------------- concat */
+
+/* input i's place in out: the domain is x_i, offset by the sizes before it */
+static void concat_view(const tg_tensor *out, const tg_tensor *x, int axis, int64_t before, view *v)
+{
+    memset(v, 0, sizeof *v);
+    contiguous_strides(x, v->src);
+    contiguous_strides(out, v->dst);
+    v->ndim = x->ndim;
+    for (int d = 0; d < x->ndim; d++)
+        v->shape[d] = x->shape[d];
+    v->dst0 = before * v->dst[axis];
+}
+
+static tg_tensor *concat_forward(tg_ctx *ctx, tg_node *node)
+{
+    const tg_concat_attrs *a = node->attrs;
+    tg_tensor *x0 = node->in[0];
+    int axis = tg__axis(ctx, "concat", a->axis, x0->ndim);
+    if (axis < 0)
+        return NULL;
+    int64_t shape[TG_MAX_DIMS];
+    memcpy(shape, x0->shape, sizeof shape);
+    shape[axis] = 0;
+    for (int i = 0; i < node->n_in; i++) {
+        tg_tensor *x = node->in[i];
+        if (tg__same_dtype(ctx, "concat", x0, x))
+            return NULL;
+        bool fits = x->ndim == x0->ndim;
+        for (int d = 0; fits && d < x->ndim; d++)
+            fits = d == axis || x->shape[d] == x0->shape[d];
+        if (!fits) {
+            TG_ERROR(ctx, TG_ESHAPE, "concat: input %d is %s but input 0 is %s; only axis %d may differ",
+                     i, tg__shape_s(x), tg__shape_s(x0), axis);
+            return NULL;
+        }
+        shape[axis] += x->shape[axis];
+    }
+    tg_tensor *out = tg_empty(ctx, x0->dtype, x0->ndim, shape);
+    if (!out)
+        return NULL;
+    int64_t before = 0;
+    for (int i = 0; i < node->n_in; i++) {
+        view v;
+        concat_view(out, node->in[i], axis, before, &v);
+        view_copy(&v, out->dtype, out->data, node->in[i]->data, false);
+        before += node->in[i]->shape[axis];
+    }
+    return out;
+}
+
+static tg_status concat_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
+                            tg_tensor *const *gin)
+{
+    (void)ctx;
+    const tg_concat_attrs *a = node->attrs;
+    int axis = a->axis < 0 ? a->axis + gout->ndim : a->axis;
+    int64_t before = 0;
+    for (int i = 0; i < node->n_in; i++) {
+        if (gin[i]) {
+            view v;
+            concat_view(gout, node->in[i], axis, before, &v);
+            view_copy(&v, gout->dtype, gin[i]->data, gout->data, true);
+        }
+        before += node->in[i]->shape[axis];
+    }
+    return TG_OK;
+}
+
+static int concat_print(const tg_node *node, char *buf, size_t size)
+{
+    return snprintf(buf, size, "axis=%d", ((const tg_concat_attrs *)node->attrs)->axis);
+}
+
+static int concat_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    if (index >= 2)
+        return 0;
+    tg_concat_attrs a = {index == 0 ? 1 : 0};
+    s->n_in = 3;
+    s->in[0] = tg__sample_rand(ctx, TG_SHAPE(2, 3), -1, 1, true);
+    s->in[1] = tg__sample_rand(ctx, index == 0 ? 2 : 2, index == 0 ? (const int64_t[]){2, 1}
+                                                                  : (const int64_t[]){1, 3},
+                               -1, 1, true);
+    s->in[2] = tg__sample_rand(ctx, TG_SHAPE(2, 3), -1, 1, index == 0);
+    memcpy(s->attrs, &a, sizeof a);
+    copy_sample_desc(s, index == 0 ? "columns, one input constant" : "rows");
+    return s->in[2] ? 1 : tg_errcode(ctx);
+}
+
+const tg_op tg__op_concat = {.name = "concat", .min_in = 1, .max_in = -1,
+                             .attr_size = sizeof(tg_concat_attrs), .forward = concat_forward,
+                             .vjp = concat_vjp, .print_attrs = concat_print,
+                             .sample = concat_sample};
+
+tg_tensor *tg_concat(tg_ctx *ctx, tg_tensor *const *xs, int n, int axis)
+{
+    tg_concat_attrs a = {axis};
+    return tg_apply(ctx, &tg__op_concat, xs, n, &a);
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what tapegrad builds, tests and renders with (Debian packages).
+set -euo pipefail
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends \
+    build-essential cmake ninja-build pkg-config \
+    uthash-dev check libopenblas-dev zlib1g-dev \
+    graphviz libgraphviz-dev >/dev/null
