@@ -1,16 +1,20 @@
 /*
  * gradcheck.c: analytic gradients against central finite differences.
  *
- * For a function y = f(x_1..x_n) and a fixed random v of y's shape, the
- * scalar L = sum(v * y) has dL/dx_i = v^T J_i, which tg_backward_ex
- * computes with gout = v; numerically, dL/dx_i[j] ~ (L(x + eps e_j) -
- * L(x - eps e_j)) / (2 eps). Every evaluation rewinds the RNG to the same
- * state (so dropout repeats its mask) and the arena and tape to a mark (so
- * a check of any size runs in the memory of one evaluation).
+ * For y = f(x_1..x_n), the analytic Jacobian row k is what tg_backward_ex
+ * gives with gout = e_k (one backward per output element, the graph
+ * retained); the numeric column j is (y(x + eps e_j) - y(x - eps e_j)) /
+ * (2 eps). Every entry is compared, as PyTorch's gradcheck does. When the
+ * Jacobian would exceed MAX_JACOBIAN entries, both sides are projected on a
+ * fixed random v instead (one row, v^T J). Every evaluation rewinds the RNG
+ * to the same state (so dropout repeats its mask) and the arena and tape to
+ * a mark (so a check of any size runs in the memory of one evaluation).
  */
 #include "impl.h"
 
 #include <math.h>
+
+#define MAX_JACOBIAN ((int64_t)1 << 22)
 
 typedef struct check {
     tg_ctx *ctx;
@@ -20,8 +24,14 @@ typedef struct check {
     int n;
     double eps, atol, rtol;
     tg_rng_state rng;
-    double *v;          /* the projection, one entry per output element */
-    int64_t out_numel;
+    int64_t out_numel, in_total;
+    int64_t rows;     /* out_numel for the whole Jacobian, 1 for a projection */
+    double *block;    /* one allocation holding the arrays below */
+    size_t block_bytes;
+    double *jac;      /* rows x in_total: the analytic side */
+    double *v;        /* the projection, out_numel entries (rows == 1) */
+    double *yp, *ym;  /* outputs at x + eps and x - eps */
+    double *kept;     /* parameters' gradients, parked during the check */
 } check;
 
 /* A fixed pseudo-random sequence in [-1, 1), independent of the context RNG. */
@@ -45,23 +55,18 @@ static tg_tensor *run(check *c)
     return y;
 }
 
-/* L = sum(v * f(x)) with nothing recorded; the arena is rewound after. */
-static tg_status eval_L(check *c, double *L)
+/* y = f(x) into out with nothing recorded; the arena is rewound after. */
+static tg_status eval_y(check *c, double *out)
 {
     tg__mark m = tg__mark_get(c->ctx);
     bool prev = tg_set_grad_enabled(c->ctx, false);
     tg_tensor *y = run(c);
     tg_set_grad_enabled(c->ctx, prev);
-    if (y && y->numel != c->out_numel) {
+    if (y && y->numel != c->out_numel)
         TG_ERROR(c->ctx, TG_ESHAPE, "gradcheck: the output changed size between evaluations");
-        y = NULL;
-    }
-    if (y) {
-        double acc = 0;
+    else if (y)
         for (int64_t i = 0; i < y->numel; i++)
-            acc += c->v[i] * tg_get(y, i);
-        *L = acc;
-    }
+            out[i] = tg_get(y, i);
     tg__mark_rewind(c->ctx, m);
     return tg_errcode(c->ctx);
 }
@@ -75,76 +80,116 @@ static int64_t checked_numel(const check *c)
     return total;
 }
 
-/* Runs f once with grad on, backpropagates v, and copies the input
- * gradients into analytic (concatenated); inputs' gradients are restored. */
-static tg_status analytic_grads(check *c, double *analytic)
+/* Parks the inputs' gradients: step tensors lose the pointer for a while,
+ * parameters have their values copied out (into c->kept) and zeroed. */
+static void park_grads(check *c, tg_tensor **saved)
 {
-    tg_ctx *ctx = c->ctx;
-    tg_tensor *saved[TG_SAMPLE_MAX_IN] = {NULL};
-    double *kept = NULL;
-    int64_t total = checked_numel(c);
-    if (c->n > TG_SAMPLE_MAX_IN)
-        return TG_ERROR(ctx, TG_EINVAL, "gradcheck: %d inputs; at most %d", c->n, TG_SAMPLE_MAX_IN);
-    /* park the inputs' gradients: step tensors lose the pointer for a while,
-     * parameters have their values copied out and zeroed */
-    if (!(kept = tg__malloc(ctx, (size_t)(total ? total : 1) * sizeof *kept)))
-        return ctx->errcode;
-    for (int i = 0, at = 0; i < c->n; i++) {
+    int64_t at = 0;
+    for (int i = 0; i < c->n; i++) {
         tg_tensor *x = c->in[i];
         saved[i] = x->grad;
         if (!x->requires_grad)
             continue;
         if (x->persistent && x->grad) {
             for (int64_t j = 0; j < x->numel; j++)
-                kept[at + j] = tg_get(x->grad, j);
+                c->kept[at + j] = tg_get(x->grad, j);
             tg_tensor_zero_grad(x);
         } else {
             x->grad = NULL;
         }
-        at += (int)x->numel;
+        at += x->numel;
     }
+}
 
-    tg__mark m = tg__mark_get(ctx);
-    bool prev = tg_set_grad_enabled(ctx, true);
-    tg_tensor *y = run(c);
-    tg_tensor *v = NULL;
-    if (y) {
-        c->out_numel = y->numel;
-        if (!(c->v = tg__malloc(ctx, (size_t)(y->numel ? y->numel : 1) * sizeof *c->v)))
-            y = NULL;
-    }
-    if (y) {
-        uint64_t s = 0x5eedULL;
-        for (int64_t i = 0; i < y->numel; i++)
-            c->v[i] = proj(&s);
-        v = tg_from_data(ctx, TG_F64, y->ndim, y->shape, c->v);
-    }
-    if (v && y->requires_grad)
-        tg_backward_ex(ctx, y, v, 0);
-    tg_set_grad_enabled(ctx, prev);
-
+static void restore_grads(check *c, tg_tensor *const *saved)
+{
     int64_t at = 0;
     for (int i = 0; i < c->n; i++) {
         tg_tensor *x = c->in[i];
         if (!x->requires_grad)
             continue;
-        for (int64_t j = 0; j < x->numel; j++)
-            analytic[at + j] = x->grad ? tg_get(x->grad, j) : 0.0;
         if (x->persistent && x->grad) {
             for (int64_t j = 0; j < x->numel; j++)
-                tg_set(x->grad, j, saved[i] ? kept[at + j] : 0.0);
+                tg_set(x->grad, j, saved[i] ? c->kept[at + j] : 0.0);
         } else {
             x->grad = saved[i];
         }
         at += x->numel;
     }
-    tg__mark_rewind(ctx, m);
-    tg__free(ctx, kept, (size_t)(total ? total : 1) * sizeof *kept);
-    return ctx->errcode;
 }
 
-static void compare(check *c, int case_no, int input, int64_t j, double a, double num,
-                    tg_gradcheck_result *res, const char *desc)
+/* One analytic row: backpropagate cot through y and copy the input gradients. */
+static tg_status analytic_row(check *c, tg_tensor *y, const tg_tensor *cot, double *row)
+{
+    for (int i = 0; i < c->n; i++)
+        if (c->in[i]->requires_grad)
+            tg_tensor_zero_grad(c->in[i]);
+    if (y->requires_grad && tg_backward_ex(c->ctx, y, cot, TG_RETAIN_GRAPH) != TG_OK)
+        return tg_errcode(c->ctx);
+    int64_t at = 0;
+    for (int i = 0; i < c->n; i++) {
+        const tg_tensor *x = c->in[i];
+        if (!x->requires_grad)
+            continue;
+        for (int64_t j = 0; j < x->numel; j++)
+            row[at + j] = x->grad ? tg_get(x->grad, j) : 0.0;
+        at += x->numel;
+    }
+    return TG_OK;
+}
+
+static tg_status alloc_arrays(check *c)
+{
+    int64_t cells = c->rows * c->in_total + 3 * c->out_numel + c->in_total + 1;
+    c->block_bytes = (size_t)cells * sizeof(double);
+    if (!(c->block = tg__malloc(c->ctx, c->block_bytes)))
+        return tg_errcode(c->ctx);
+    c->jac = c->block;
+    c->v = c->jac + c->rows * c->in_total;
+    c->yp = c->v + c->out_numel;
+    c->ym = c->yp + c->out_numel;
+    c->kept = c->ym + c->out_numel;
+    uint64_t s = 0x5eedULL;
+    for (int64_t i = 0; i < c->out_numel; i++)
+        c->v[i] = proj(&s);
+    return TG_OK;
+}
+
+/* Runs f once with grad on and fills c->jac, one backward per row. */
+static tg_status analytic(check *c)
+{
+    tg_ctx *ctx = c->ctx;
+    tg_tensor *saved[TG_SAMPLE_MAX_IN] = {NULL};
+    tg__mark m = tg__mark_get(ctx);
+    bool prev = tg_set_grad_enabled(ctx, true);
+    tg_tensor *y = run(c);
+    tg_status st = tg_errcode(ctx);
+    if (y) {
+        c->out_numel = y->numel;
+        c->rows = y->numel * (c->in_total ? c->in_total : 1) <= MAX_JACOBIAN ? y->numel : 1;
+        st = alloc_arrays(c);
+    }
+    if (st == TG_OK) {
+        park_grads(c, saved);
+        for (int64_t r = 0; st == TG_OK && r < c->rows; r++) {
+            tg_tensor *cot = tg_zeros(ctx, TG_F64, y->ndim, y->shape);
+            if (!cot)
+                break;
+            if (c->rows == c->out_numel)
+                tg_set(cot, r, 1.0);
+            else
+                memcpy(cot->data, c->v, (size_t)c->out_numel * sizeof(double));
+            st = analytic_row(c, y, cot, c->jac + r * c->in_total);
+        }
+        restore_grads(c, saved);
+    }
+    tg_set_grad_enabled(ctx, prev);
+    tg__mark_rewind(ctx, m);
+    return tg_errcode(ctx);
+}
+
+static void compare(check *c, int case_no, const char *desc, int input, int64_t j, int64_t out,
+                    double a, double num, tg_gradcheck_result *res)
 {
     double abs_err = fabs(a - num);
     double rel_err = abs_err / fmax(fabs(num), 1e-12);
@@ -160,17 +205,57 @@ static void compare(check *c, int case_no, int input, int64_t j, double a, doubl
     res->fail_case = case_no;
     res->fail_input = input;
     res->fail_index = j;
+    res->fail_output = out;
     res->analytic = a;
     res->numeric = num;
+    char where[48] = "";
+    if (out >= 0)
+        snprintf(where, sizeof where, ", output %lld", (long long)out);
     snprintf(res->msg, sizeof res->msg,
-             "case %d%s%s%s, input %d, element %lld: analytic %.10g vs numeric %.10g "
+             "case %d%s%s%s, input %d, element %lld%s: analytic %.10g vs numeric %.10g "
              "(abs err %.3g)", case_no, desc ? " (" : "", desc ? desc : "", desc ? ")" : "",
-             input, (long long)j, a, num, abs_err);
+             input, (long long)j, where, a, num, abs_err);
+}
+
+/* Perturbs each checked element both ways and compares its Jacobian column. */
+static tg_status numeric(check *c, int case_no, const char *desc, tg_gradcheck_result *res)
+{
+    int64_t at = 0;
+    for (int i = 0; i < c->n; i++) {
+        tg_tensor *x = c->in[i];
+        if (!x->requires_grad)
+            continue;
+        for (int64_t j = 0; j < x->numel; j++) {
+            double orig = tg_get(x, j);
+            tg_set(x, j, orig + c->eps);
+            tg_status st = eval_y(c, c->yp);
+            tg_set(x, j, orig - c->eps);
+            if (st == TG_OK)
+                st = eval_y(c, c->ym);
+            tg_set(x, j, orig);
+            if (st != TG_OK)
+                return st;
+            if (c->rows == c->out_numel) {
+                for (int64_t r = 0; r < c->rows; r++)
+                    compare(c, case_no, desc, i, j, r, c->jac[r * c->in_total + at + j],
+                            (c->yp[r] - c->ym[r]) / (2 * c->eps), res);
+            } else {
+                double d = 0;
+                for (int64_t r = 0; r < c->out_numel; r++)
+                    d += c->v[r] * (c->yp[r] - c->ym[r]);
+                compare(c, case_no, desc, i, j, -1, c->jac[at + j], d / (2 * c->eps), res);
+            }
+        }
+        at += x->numel;
+    }
+    return TG_OK;
 }
 
 static tg_status check_fn(check *c, int case_no, const char *desc, tg_gradcheck_result *res)
 {
     tg_ctx *ctx = c->ctx;
+    if (c->n > TG_SAMPLE_MAX_IN)
+        return TG_ERROR(ctx, TG_EINVAL, "gradcheck: %d inputs; at most %d", c->n, TG_SAMPLE_MAX_IN);
     for (int i = 0; i < c->n; i++) {
         char what[32];
         snprintf(what, sizeof what, "input %d", i);
@@ -180,36 +265,16 @@ static tg_status check_fn(check *c, int case_no, const char *desc, tg_gradcheck_
             return TG_ERROR(ctx, TG_EDTYPE, "gradcheck: input %d is %s; gradcheck needs float64",
                             i, tg_dtype_name(c->in[i]->dtype));
     }
-    int64_t total = checked_numel(c);
-    size_t bytes = (size_t)(total ? total : 1) * sizeof(double);
-    double *analytic = tg__malloc(ctx, bytes);
-    if (!analytic)
-        return ctx->errcode;
+    c->in_total = checked_numel(c);
     c->rng = tg_rng_get(ctx);
-    c->v = NULL;
-    tg_status st = analytic_grads(c, analytic);
-    int64_t at = 0;
-    for (int i = 0; st == TG_OK && i < c->n; i++) {
-        tg_tensor *x = c->in[i];
-        if (!x->requires_grad)
-            continue;
-        for (int64_t j = 0; st == TG_OK && j < x->numel; j++) {
-            double orig = tg_get(x, j), lp = 0, lm = 0;
-            tg_set(x, j, orig + c->eps);
-            st = eval_L(c, &lp);
-            tg_set(x, j, orig - c->eps);
-            if (st == TG_OK)
-                st = eval_L(c, &lm);
-            tg_set(x, j, orig);
-            if (st == TG_OK)
-                compare(c, case_no, i, j, analytic[at + j], (lp - lm) / (2 * c->eps), res, desc);
-        }
-        at += x->numel;
-    }
+    c->block = NULL;
+    tg_status st = analytic(c);
+    if (st == TG_OK)
+        st = numeric(c, case_no, desc, res);
     tg_rng_set(ctx, c->rng);
-    if (c->v)
-        tg__free(ctx, c->v, (size_t)(c->out_numel ? c->out_numel : 1) * sizeof *c->v);
-    tg__free(ctx, analytic, bytes);
+    if (c->block)
+        tg__free(ctx, c->block, c->block_bytes);
+    c->block = NULL;
     return st;
 }
 

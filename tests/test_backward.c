@@ -177,6 +177,24 @@ START_TEST(float32_backward)
 }
 END_TEST
 
+/* The tape has no fixed size: 100,000 nodes in one chain. */
+START_TEST(long_tape)
+{
+    tg_ctx *ctx = tg_ctx_new(1);
+    tg_tensor *w = vec(ctx, "w", (const double[]){1}, 1);
+    tg_tensor *y = w;
+    for (int i = 0; i < 50000; i++)
+        y = tg_mul_scalar(ctx, tg_add_scalar(ctx, y, 1), 1);
+    tg_stats st;
+    tg_ctx_stats(ctx, &st);
+    ck_assert_int_eq(st.tape_len, 100000);
+    ck_assert(tg_get(y, 0) == 50001);
+    ck_assert_int_eq(tg_backward(ctx, tg_sum(ctx, y)), TG_OK);
+    ck_assert(tg_get(w->grad, 0) == 1);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
 Suite *tg_test_suite(void)
 {
     Suite *s = suite_create("backward");
@@ -186,6 +204,7 @@ Suite *tg_test_suite(void)
     tcase_add_test(tc, accumulate_until_zeroed);
     tcase_add_test(tc, unreachable_nodes_are_skipped);
     tcase_add_test(tc, float32_backward);
+    tcase_add_test(tc, long_tape);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, second_backward_needs_retain);

@@ -45,8 +45,9 @@ START_TEST(catches_a_wrong_vjp)
     ck_assert_int_eq(r.fail_input, 0);
     ck_assert_int_eq(r.fail_index, 4);
     ck_assert(fabs(r.analytic / r.numeric - 1.05) < 1e-6);
-    ck_assert_msg(strstr(r.msg, "case 0 (2x3), input 0, element 4") != NULL, "%s", r.msg);
-    ck_assert_int_eq(r.checked, 6);
+    ck_assert_int_eq(r.fail_output, 4); /* the Jacobian is diagonal */
+    ck_assert_msg(strstr(r.msg, "case 0 (2x3), input 0, element 4, output 4") != NULL, "%s", r.msg);
+    ck_assert_int_eq(r.checked, 36); /* the whole 6 x 6 Jacobian */
     tg_ctx_free(ctx);
 }
 END_TEST
@@ -76,9 +77,30 @@ START_TEST(user_function)
     tg_gradcheck_result r;
     ck_assert_int_eq(tg_gradcheck(ctx, user_fn, NULL, in, 3, NULL, &r), TG_OK);
     ck_assert_msg(r.passed, "%s", r.msg);
-    ck_assert_int_eq(r.checked, 12 + 6);
+    ck_assert_int_eq(r.checked, 20 * (12 + 6)); /* outputs x checked inputs */
     ck_assert(r.max_abs_err < 1e-7);
     ck_assert(tg_get(in[1]->grad, 1) == before);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
+static tg_tensor *apply_broken(tg_ctx *ctx, tg_tensor *const *in, int n, void *ud)
+{
+    return tg_apply(ctx, &broken_op, in, n, NULL);
+}
+
+/* Past 2^22 Jacobian entries the check projects on a random v: one entry per input element. */
+START_TEST(large_jacobian_is_projected)
+{
+    tg_ctx *ctx = tg_ctx_new(3);
+    tg_tensor *x = tg_rand(ctx, TG_F64, TG_SHAPE(2100), 0.5, 1.5);
+    tg_set_requires_grad(ctx, x, true);
+    tg_gradcheck_result r;
+    ck_assert_int_eq(tg_gradcheck(ctx, apply_broken, NULL, &x, 1, NULL, &r), TG_OK);
+    ck_assert(!r.passed);
+    ck_assert_int_eq(r.checked, 2100);
+    ck_assert_int_eq(r.fail_index, 4);
+    ck_assert_int_eq(r.fail_output, -1);
     tg_ctx_free(ctx);
 }
 END_TEST
@@ -103,6 +125,7 @@ Suite *tg_test_suite(void)
     tcase_add_test(tc, catches_a_wrong_vjp);
     tcase_add_test(tc, user_function);
     tcase_add_test(tc, needs_float64);
+    tcase_add_test(tc, large_jacobian_is_projected);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -60,6 +60,7 @@ typedef struct tg_gradcheck_result {
     int fail_case;
     int fail_input;
     int64_t fail_index;   /* flat index into that input */
+    int64_t fail_output;  /* flat index into the output; -1 when compared through v */
     double analytic, numeric;
     char msg[256];        /* one line naming all of the above */
 } tg_gradcheck_result;
@@ -69,9 +70,11 @@ typedef tg_tensor *(*tg_fn)(tg_ctx *ctx, tg_tensor *const *in, int n, void *ud);
 
 /*
  * Compares the gradient tapegrad computes for fn with central finite
- * differences, in float64: every input with requires_grad must be float64
- * and is checked element by element. A non-scalar output y is reduced to
- * L = sum(v * y) with a fixed random v, which checks the whole vjp v^T J.
+ * differences, in float64: every input with requires_grad must be float64.
+ * As PyTorch's gradcheck, it compares the whole Jacobian: one backward per
+ * output element (one-hot output gradients) against one column of
+ * differences per input element. When outputs x inputs exceed 2^22 entries
+ * it compares v^T J for a fixed random v instead (one backward).
  * The RNG is rewound before every evaluation (dropout masks repeat), grad
  * mode is forced on, and the inputs' values and gradients are restored.
  * Returns TG_OK when the check ran (see res->passed), or an error from fn.
