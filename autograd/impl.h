@@ -155,7 +155,15 @@ void tg__bcast_init(tg__bcast *it, const tg_tensor *out, const tg_tensor *a, con
 typedef void (*tg__row_fn)(void *ud, int64_t n, const int64_t off[3], const int64_t inc[3]);
 void tg__bcast_rows(const tg__bcast *it, tg__row_fn row, void *ud);
 
-/* ---- ops/sample.c: helpers for sample generators */
+/* ---- ops/matmul.c: C (m x n) = op(A) op(B) (+ C when accumulate), row-major, through CBLAS */
+void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
+              int64_t lda, const void *b, int64_t ldb, bool accumulate, void *c, int64_t ldc);
+
+/* ---- ops/softmax.c: (log-)softmax of outer x inner lines of n values, stride inner */
+void tg__softmax_lines(tg_dtype dt, const void *x, void *y, int64_t outer, int64_t n,
+                       int64_t inner, bool logp);
+
+/* ---- ops/broadcast.c: helpers for sample generators */
 /* A float64 step tensor of uniform values in [lo, hi), requires_grad as given. */
 tg_tensor *tg__sample_rand(tg_ctx *ctx, int ndim, const int64_t *shape, double lo, double hi,
                            bool requires_grad);

@@ -12,8 +12,7 @@
 #include <cblas.h>
 #include <limits.h>
 
-/* C = A op B (+ C when accumulate), row-major, alpha 1. */
-static void gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
+void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
                  int64_t lda, const void *b, int64_t ldb, bool accumulate, void *c, int64_t ldc)
 {
     enum CBLAS_TRANSPOSE xa = ta ? CblasTrans : CblasNoTrans, xb = tb ? CblasTrans : CblasNoTrans;
@@ -83,14 +82,14 @@ static void mm_row(void *ud, int64_t cnt, const int64_t off[3], const int64_t in
         const char *b = (const char *)u->b + (size_t)((off[2] + i * inc[2]) * sb) * es;
         char *c = (char *)u->c + (size_t)((off[0] + i * inc[0]) * sc) * es;
         if (!u->vjp) {
-            gemm(u->dt, false, false, u->n, u->m, u->k, a, u->k, b, u->m, false, c, u->m);
+            tg__gemm(u->dt, false, false, u->n, u->m, u->k, a, u->k, b, u->m, false, c, u->m);
             continue;
         }
         if (u->ga)
-            gemm(u->dt, false, true, u->n, u->k, u->m, c, u->m, b, u->m, true,
+            tg__gemm(u->dt, false, true, u->n, u->k, u->m, c, u->m, b, u->m, true,
                  (char *)u->ga + (size_t)((off[1] + i * inc[1]) * sa) * es, u->k);
         if (u->gb)
-            gemm(u->dt, true, false, u->k, u->m, u->n, a, u->k, c, u->m, true,
+            tg__gemm(u->dt, true, false, u->k, u->m, u->n, a, u->k, c, u->m, true,
                  (char *)u->gb + (size_t)((off[2] + i * inc[2]) * sb) * es, u->m);
     }
 }
@@ -212,7 +211,7 @@ static tg_tensor *linear_forward(tg_ctx *ctx, tg_node *node)
     if (!y)
         return NULL;
     int64_t rows = in ? x->numel / in : y->numel / (out_f ? out_f : 1);
-    gemm(x->dtype, false, true, rows, out_f, in, x->data, in, w->data, in, false, y->data, out_f);
+    tg__gemm(x->dtype, false, true, rows, out_f, in, x->data, in, w->data, in, false, y->data, out_f);
     if (b)
         TG__DISPATCH(x->dtype, T, {
             T *yd = y->data;
@@ -232,10 +231,10 @@ static tg_status linear_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
     int64_t in = w->shape[1], out_f = w->shape[0];
     int64_t rows = gout->numel / (out_f ? out_f : 1);
     if (gin[0])
-        gemm(x->dtype, false, false, rows, in, out_f, gout->data, out_f, w->data, in, true,
+        tg__gemm(x->dtype, false, false, rows, in, out_f, gout->data, out_f, w->data, in, true,
              gin[0]->data, in);
     if (gin[1])
-        gemm(x->dtype, true, false, out_f, in, rows, gout->data, out_f, x->data, in, true,
+        tg__gemm(x->dtype, true, false, out_f, in, rows, gout->data, out_f, x->data, in, true,
              gin[1]->data, in);
     if (node->n_in > 2 && gin[2])
         TG__DISPATCH(x->dtype, T, {

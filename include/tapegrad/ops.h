@@ -100,6 +100,140 @@ TG_API tg_tensor *tg_pad1d(tg_ctx *ctx, tg_tensor *x, int64_t left, int64_t righ
 TG_API tg_tensor *tg_pad2d(tg_ctx *ctx, tg_tensor *x, int64_t left, int64_t right, int64_t top,
                            int64_t bottom);
 
+
+/* ------------------------------------------------ convolution (ops/conv.c) */
+
+/*
+ * Cross-correlation as PyTorch's conv1d / conv2d (no kernel flip).
+ * conv2d: x (N, C, H, W), weight (K, C / groups, R, S), bias (K) or NULL
+ *         -> (N, K, OH, OW), OH = floor((H + 2 pad - dilation (R - 1) - 1) / stride) + 1.
+ * conv1d: x (N, C, L), weight (K, C / groups, R) -> (N, K, OL); only entry 0
+ *         of each pair in the attributes counts.
+ * Entries are (height, width). stride and dilation >= 1, padding >= 0
+ * (zeros), groups >= 1 dividing C and K.
+ */
+typedef struct tg_conv_attrs {
+    int64_t stride[2], padding[2], dilation[2];
+    int64_t groups;
+} tg_conv_attrs;
+
+/* [conv1d] */
+TG_API tg_tensor *tg_conv1d(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                            int64_t stride, int64_t padding, int64_t dilation, int64_t groups);
+/* [conv2d] the same stride, padding and dilation along both axes */
+TG_API tg_tensor *tg_conv2d(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                            int64_t stride, int64_t padding, int64_t dilation, int64_t groups);
+/* [conv2d] per-axis values */
+TG_API tg_tensor *tg_conv2d_ex(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                               const tg_conv_attrs *attrs);
+
+/* ------------------------------------------------ pooling (ops/pool.c) */
+
+/*
+ * Windows of kernel size, moved by stride, over x padded by padding on
+ * each side: (N, C, L) for 1-D, (N, C, H, W) for 2-D; out size floor((n +
+ * 2 padding - kernel) / stride) + 1. Max pooling pads with -inf and sends
+ * each window's gradient to its first maximum (as PyTorch); average pooling
+ * pads with zeros and divides by the kernel size (count_include_pad).
+ * padding is at most half the kernel, as PyTorch requires. Entries are
+ * (height, width); 1-D uses entry 0.
+ */
+typedef struct tg_pool_attrs { int64_t kernel[2], stride[2], padding[2]; } tg_pool_attrs;
+
+/* stride = kernel, no padding: PyTorch's defaults */
+TG_API tg_tensor *tg_max_pool1d(tg_ctx *ctx, tg_tensor *x, int64_t kernel);     /* [max_pool1d] */
+TG_API tg_tensor *tg_max_pool2d(tg_ctx *ctx, tg_tensor *x, int64_t kernel);     /* [max_pool2d] */
+TG_API tg_tensor *tg_avg_pool1d(tg_ctx *ctx, tg_tensor *x, int64_t kernel);     /* [avg_pool1d] */
+TG_API tg_tensor *tg_avg_pool2d(tg_ctx *ctx, tg_tensor *x, int64_t kernel);     /* [avg_pool2d] */
+/* every setting; 2-D ones apply to both axes */
+TG_API tg_tensor *tg_max_pool1d_ex(tg_ctx *ctx, tg_tensor *x, int64_t kernel, int64_t stride,
+                                   int64_t padding);
+TG_API tg_tensor *tg_max_pool2d_ex(tg_ctx *ctx, tg_tensor *x, int64_t kernel, int64_t stride,
+                                   int64_t padding);
+TG_API tg_tensor *tg_avg_pool1d_ex(tg_ctx *ctx, tg_tensor *x, int64_t kernel, int64_t stride,
+                                   int64_t padding);
+TG_API tg_tensor *tg_avg_pool2d_ex(tg_ctx *ctx, tg_tensor *x, int64_t kernel, int64_t stride,
+                                   int64_t padding);
+/* [global_avg_pool] The mean over every dimension after the second:
+ * (N, C, ...) -> (N, C). */
+TG_API tg_tensor *tg_global_avg_pool(tg_ctx *ctx, tg_tensor *x);
+
+/* ------------------------------------------------ activations (ops/activation.c) */
+
+TG_API tg_tensor *tg_relu(tg_ctx *ctx, tg_tensor *x);    /* [relu] max(x, 0); gradient 0 at 0 */
+/* [leaky_relu] x for x > 0, negative_slope * x otherwise (PyTorch's default slope is 0.01) */
+TG_API tg_tensor *tg_leaky_relu(tg_ctx *ctx, tg_tensor *x, double negative_slope);
+TG_API tg_tensor *tg_sigmoid(tg_ctx *ctx, tg_tensor *x); /* [sigmoid] 1 / (1 + e^-x), no overflow */
+TG_API tg_tensor *tg_tanh(tg_ctx *ctx, tg_tensor *x);    /* [tanh] */
+
+/* ------------------------------------------------ softmax (ops/softmax.c) */
+
+typedef struct tg_axis_attrs { int axis; } tg_axis_attrs;
+
+/* [softmax] exp(x - max) / sum exp(x - max) along axis (negative from the end) */
+TG_API tg_tensor *tg_softmax(tg_ctx *ctx, tg_tensor *x, int axis);
+/* [log_softmax] x - max - log sum exp(x - max): finite for logits of any size */
+TG_API tg_tensor *tg_log_softmax(tg_ctx *ctx, tg_tensor *x, int axis);
+
+/* ------------------------------------------------ losses (ops/loss.c) */
+
+typedef enum tg_reduction { TG_MEAN = 0, TG_SUM = 1 } tg_reduction;
+typedef struct tg_loss_attrs { tg_reduction reduction; } tg_loss_attrs;
+
+/*
+ * Every loss returns a scalar (shape ()). Inputs and targets share a dtype;
+ * target gradients are computed where PyTorch computes them (mse, bce,
+ * bce_with_logits), so a target may itself require grad.
+ */
+/* [mse] mean or sum of (x - y)^2; x and y have the same shape */
+TG_API tg_tensor *tg_mse(tg_ctx *ctx, tg_tensor *x, tg_tensor *y, tg_reduction reduction);
+/* [bce] -(y log p + (1 - y) log(1 - p)) on probabilities p in [0, 1]; each log
+ * is clamped at -100 as PyTorch does, so p = 0 or 1 gives finite values */
+TG_API tg_tensor *tg_bce(tg_ctx *ctx, tg_tensor *p, tg_tensor *y, tg_reduction reduction);
+/* [bce_with_logits] BCE of sigmoid(x), computed stably as
+ * max(x, 0) - x y + log(1 + e^-|x|) */
+TG_API tg_tensor *tg_bce_with_logits(tg_ctx *ctx, tg_tensor *x, tg_tensor *y,
+                                     tg_reduction reduction);
+/*
+ * [cross_entropy] Softmax cross-entropy from logits (N, C) or (N, C, d1, ...).
+ * target is either class indices, shape (N) or (N, d1, ...), stored as
+ * whole numbers in the logits' dtype (0 <= index < C), or class
+ * probabilities of the logits' shape. The mean divides by the number of
+ * samples N * d1 * ...; its gradient is (softmax - onehot) / N exactly.
+ */
+TG_API tg_tensor *tg_cross_entropy(tg_ctx *ctx, tg_tensor *logits, tg_tensor *target,
+                                   tg_reduction reduction);
+
+/* ------------------------------------------------ dropout (ops/dropout.c) */
+
+typedef struct tg_dropout_attrs { double p; } tg_dropout_attrs;
+
+/* [dropout] In training mode zeroes each element with probability p (mask
+ * drawn from the context RNG) and scales the kept ones by 1 / (1 - p); in
+ * eval mode returns x unchanged. 0 <= p <= 1; p = 1 gives zeros. */
+TG_API tg_tensor *tg_dropout(tg_ctx *ctx, tg_tensor *x, double p);
+
+/* ------------------------------------------------ batch norm (ops/batchnorm.c) */
+
+enum { TG_BN_WEIGHT = 1, TG_BN_BIAS = 2, TG_BN_RUNNING = 4 };
+typedef struct tg_batch_norm_attrs {
+    double momentum; /* running = (1 - momentum) running + momentum batch; PyTorch: 0.1 */
+    double eps;      /* added to the variance; PyTorch: 1e-5 */
+    int has;         /* which optional inputs follow x, in this order: TG_BN_* bits */
+} tg_batch_norm_attrs;
+
+/*
+ * [batch_norm] Normalises x (N, C), (N, C, L) or (N, C, H, W) per channel.
+ * Training mode (or no running statistics): batch mean and biased variance,
+ * and running_mean / running_var (C), when given, are updated in place with
+ * the unbiased variance. Eval mode: the running statistics. weight and bias
+ * (C) are optional; so are the running statistics (both or neither).
+ * Training needs more than one value per channel.
+ */
+TG_API tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                                tg_tensor *running_mean, tg_tensor *running_var,
+                                double momentum, double eps);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,131 @@
+/*
+ * activation.c: relu, leaky_relu, sigmoid, tanh.
+ *
+ *   relu:       y = max(x, 0)              dx += g * (x > 0)
+ *   leaky_relu: y = x > 0 ? x : a x        dx += g * (x > 0 ? 1 : a)
+ *   sigmoid:    y = 1 / (1 + e^-x)         dx += g * y (1 - y)   (saved output)
+ *   tanh:       y = tanh(x)                dx += g * (1 - y^2)   (saved output)
+ * sigmoid never evaluates e^x for a large positive x: for x < 0 it uses
+ * e^x / (1 + e^x), so +-1000 give exactly 1 and 0 with finite gradients.
+ */
+#include "impl.h"
+
+#include <tgmath.h>
+
+enum { RELU, LEAKY, SIGMOID, TANH };
+static const int kinds[] = {RELU, LEAKY, SIGMOID, TANH};
+
+static int kind_of(const tg_node *node) { return *(const int *)node->op->impl; }
+
+static double slope_of(const tg_node *node)
+{
+    return kind_of(node) == LEAKY ? ((const tg_scalar_attrs *)node->attrs)->c : 0.0;
+}
+
+static tg_tensor *act_forward(tg_ctx *ctx, tg_node *node)
+{
+    tg_tensor *x = node->in[0];
+    tg_tensor *y = tg_empty(ctx, x->dtype, x->ndim, x->shape);
+    if (!y)
+        return NULL;
+    int kind = kind_of(node);
+    double a = slope_of(node);
+    TG__DISPATCH(x->dtype, T, {
+        const T *xs = x->data;
+        T *o = y->data;
+        T ta = (T)a;
+        int64_t n = x->numel;
+        switch (kind) {
+        case RELU: for (int64_t i = 0; i < n; i++) o[i] = xs[i] > 0 ? xs[i] : 0; break;
+        case LEAKY: for (int64_t i = 0; i < n; i++) o[i] = xs[i] > 0 ? xs[i] : ta * xs[i]; break;
+        case SIGMOID:
+            for (int64_t i = 0; i < n; i++) {
+                if (xs[i] >= 0) {
+                    o[i] = 1 / (1 + exp(-xs[i]));
+                } else {
+                    T e = exp(xs[i]);
+                    o[i] = e / (1 + e);
+                }
+            }
+            break;
+        default: for (int64_t i = 0; i < n; i++) o[i] = tanh(xs[i]); break;
+        }
+    });
+    return y;
+}
+
+static tg_status act_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
+{
+    (void)ctx;
+    const tg_tensor *x = node->in[0], *y = node->out;
+    int kind = kind_of(node);
+    double a = slope_of(node);
+    TG__DISPATCH(x->dtype, T, {
+        const T *xs = x->data, *ys = y->data, *g = gout->data;
+        T *gx = gin[0]->data;
+        T ta = (T)a;
+        int64_t n = x->numel;
+        switch (kind) {
+        case RELU: for (int64_t i = 0; i < n; i++) gx[i] += xs[i] > 0 ? g[i] : 0; break;
+        case LEAKY: for (int64_t i = 0; i < n; i++) gx[i] += xs[i] > 0 ? g[i] : ta * g[i]; break;
+        case SIGMOID: for (int64_t i = 0; i < n; i++) gx[i] += g[i] * ys[i] * (1 - ys[i]); break;
+        default: for (int64_t i = 0; i < n; i++) gx[i] += g[i] * (1 - ys[i] * ys[i]); break;
+        }
+    });
+    return TG_OK;
+}
+
+static int leaky_print(const tg_node *node, char *buf, size_t size)
+{
+    return snprintf(buf, size, "negative_slope=%g", slope_of(node));
+}
+
+/* Values stay at least 0.1 away from 0, where relu and leaky_relu have
+ * their kink, so central differences see one side only. */
+static int act_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const int64_t shapes[][4] = {{3, 4}, {2, 3, 1, 2}, {1, 1}};
+    static const int ndims[] = {2, 4, 2};
+    static const double slopes[] = {0.01, 0.2, 1.5};
+    static const char *desc[] = {"matrix", "4-D with size-1 dim", "single element"};
+    if (index >= 3)
+        return 0;
+    tg_tensor *x = tg__sample_rand(ctx, ndims[index], shapes[index], -3, 3, true);
+    if (!x)
+        return tg_errcode(ctx);
+    for (int64_t i = 0; i < x->numel; i++) {
+        double v = tg_get(x, i);
+        if (fabs(v) < 0.1)
+            tg_set(x, i, v < 0 ? v - 0.2 : v + 0.2);
+    }
+    s->n_in = 1;
+    s->in[0] = x;
+    tg_scalar_attrs a = {slopes[index]};
+    memcpy(s->attrs, &a, sizeof a);
+    snprintf(s->desc, sizeof s->desc, "%s", desc[index]);
+    return 1;
+}
+
+#define ACT_OP(NAME, KIND)                                                               \
+    const tg_op tg__op_##NAME = {.name = #NAME, .min_in = 1, .max_in = 1,                \
+                                 .forward = act_forward, .vjp = act_vjp,                 \
+                                 .sample = act_sample, .impl = &kinds[KIND]};            \
+    tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *x)                                      \
+    {                                                                                    \
+        return tg_apply(ctx, &tg__op_##NAME, &x, 1, NULL);                               \
+    }
+
+ACT_OP(relu, RELU)
+ACT_OP(sigmoid, SIGMOID)
+ACT_OP(tanh, TANH)
+
+const tg_op tg__op_leaky_relu = {.name = "leaky_relu", .min_in = 1, .max_in = 1,
+                                 .attr_size = sizeof(tg_scalar_attrs), .forward = act_forward,
+                                 .vjp = act_vjp, .print_attrs = leaky_print,
+                                 .sample = act_sample, .impl = &kinds[LEAKY]};
+
+tg_tensor *tg_leaky_relu(tg_ctx *ctx, tg_tensor *x, double negative_slope)
+{
+    tg_scalar_attrs a = {negative_slope};
+    return tg_apply(ctx, &tg__op_leaky_relu, &x, 1, &a);
+}

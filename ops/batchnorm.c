@@ -1,0 +1,257 @@
+/*
+ * batchnorm.c: batch normalisation over (N, C, S), S the product of the
+ * spatial dimensions (1 for (N, C)); statistics per channel over M = N S
+ * values.
+ *
+ *   batch statistics: mu = mean x, var = mean (x - mu)^2 (biased), r = 1 / sqrt(var + eps)
+ *   running statistics (eval mode): mu = running_mean, r = 1 / sqrt(running_var + eps)
+ *   xh = (x - mu) r;  y = w xh + b
+ *   vjp, batch statistics: d = g w;  dx += r / M (M d - sum d - xh sum d xh)
+ *   vjp, running statistics: dx += g w r
+ *   both: dw += sum g xh, db += sum g
+ * In training mode the running statistics move towards the batch's with
+ * the unbiased variance: run = (1 - momentum) run + momentum stat.
+ * Forward saves mu and r (C) and whether the batch's were used.
+ */
+#include "impl.h"
+
+#include <math.h>
+
+typedef struct bn {
+    tg_tensor *x, *w, *b, *rm, *rv;
+    int64_t n, c, s;
+} bn;
+
+static void unpack(const tg_node *node, bn *v)
+{
+    const tg_batch_norm_attrs *a = node->attrs;
+    int k = 1;
+    memset(v, 0, sizeof *v);
+    v->x = node->in[0];
+    if (a->has & TG_BN_WEIGHT)
+        v->w = node->in[k++];
+    if (a->has & TG_BN_BIAS)
+        v->b = node->in[k++];
+    if (a->has & TG_BN_RUNNING) {
+        v->rm = node->in[k++];
+        v->rv = node->in[k++];
+    }
+    v->n = v->x->shape[0];
+    v->c = v->x->ndim > 1 ? v->x->shape[1] : 0;
+    v->s = 1;
+    for (int d = 2; d < v->x->ndim; d++)
+        v->s *= v->x->shape[d];
+}
+
+static tg_status check(tg_ctx *ctx, const tg_node *node, const bn *v)
+{
+    const tg_batch_norm_attrs *a = node->attrs;
+    int want = 1 + !!(a->has & TG_BN_WEIGHT) + !!(a->has & TG_BN_BIAS) +
+               2 * !!(a->has & TG_BN_RUNNING);
+    if (node->n_in != want || (a->has & ~(TG_BN_WEIGHT | TG_BN_BIAS | TG_BN_RUNNING)))
+        return TG_ERROR(ctx, TG_EINVAL, "batch_norm: %d inputs do not match the flags %d",
+                        node->n_in, a->has);
+    if (v->x->ndim < 2 || v->x->ndim > 4)
+        return TG_ERROR(ctx, TG_ESHAPE, "batch_norm: input %s should be (N, C), (N, C, L) or "
+                        "(N, C, H, W)", tg__shape_s(v->x));
+    if (!(a->eps >= 0) || !(a->momentum >= 0 && a->momentum <= 1))
+        return TG_ERROR(ctx, TG_EINVAL, "batch_norm: eps = %g and momentum = %g; need eps >= 0 "
+                        "and momentum in [0, 1]", a->eps, a->momentum);
+    const tg_tensor *per_c[4] = {v->w, v->b, v->rm, v->rv};
+    static const char *names[4] = {"weight", "bias", "running_mean", "running_var"};
+    for (int i = 0; i < 4; i++) {
+        if (!per_c[i])
+            continue;
+        if (tg__same_dtype(ctx, "batch_norm", v->x, per_c[i]))
+            return tg_errcode(ctx);
+        if (per_c[i]->ndim != 1 || per_c[i]->shape[0] != v->c)
+            return TG_ERROR(ctx, TG_ESHAPE, "batch_norm: %s is %s but the input has %lld channels",
+                            names[i], tg__shape_s(per_c[i]), (long long)v->c);
+    }
+    if (v->rm && (v->rm->requires_grad || v->rv->requires_grad))
+        return TG_ERROR(ctx, TG_EINVAL, "batch_norm: running statistics cannot require grad");
+    return TG_OK;
+}
+
+static tg_tensor *bn_forward(tg_ctx *ctx, tg_node *node)
+{
+    const tg_batch_norm_attrs *a = node->attrs;
+    bn v;
+    unpack(node, &v);
+    if (check(ctx, node, &v))
+        return NULL;
+    bool batch = tg_training(ctx) || !v.rm;
+    int64_t m = v.n * v.s;
+    if (batch && m <= 1) {
+        TG_ERROR(ctx, TG_EINVAL, "batch_norm: expected more than 1 value per channel when "
+                 "training, got input of size %s", tg__shape_s(v.x));
+        return NULL;
+    }
+    tg_tensor *y = tg_empty(ctx, v.x->dtype, v.x->ndim, v.x->shape);
+    tg_tensor *mu = tg_empty(ctx, v.x->dtype, TG_SHAPE(v.c));
+    tg_tensor *r = tg_empty(ctx, v.x->dtype, TG_SHAPE(v.c));
+    bool *mode = tg_scratch(ctx, sizeof(bool), false);
+    if (!y || !mu || !r || !mode)
+        return NULL;
+    *mode = batch;
+    for (int64_t c = 0; c < v.c; c++) {
+        double mean, var;
+        if (batch) {
+            double s = 0, q = 0;
+            for (int64_t i = 0; i < v.n; i++)
+                for (int64_t k = 0; k < v.s; k++)
+                    s += tg_get(v.x, (i * v.c + c) * v.s + k);
+            mean = s / (double)m;
+            for (int64_t i = 0; i < v.n; i++)
+                for (int64_t k = 0; k < v.s; k++) {
+                    double d = tg_get(v.x, (i * v.c + c) * v.s + k) - mean;
+                    q += d * d;
+                }
+            var = q / (double)m;
+            if (v.rm && tg_training(ctx)) {
+                tg_set(v.rm, c, (1 - a->momentum) * tg_get(v.rm, c) + a->momentum * mean);
+                tg_set(v.rv, c, (1 - a->momentum) * tg_get(v.rv, c) +
+                                    a->momentum * q / (double)(m - 1));
+            }
+        } else {
+            mean = tg_get(v.rm, c);
+            var = tg_get(v.rv, c);
+        }
+        tg_set(mu, c, mean);
+        tg_set(r, c, 1.0 / sqrt(var + a->eps));
+    }
+    TG__DISPATCH(v.x->dtype, T, {
+        const T *xs = v.x->data, *mus = mu->data, *rs = r->data;
+        const T *w = v.w ? v.w->data : NULL, *b = v.b ? v.b->data : NULL;
+        T *o = y->data;
+        for (int64_t i = 0; i < v.n; i++)
+            for (int64_t c = 0; c < v.c; c++)
+                for (int64_t k = 0; k < v.s; k++) {
+                    int64_t at = (i * v.c + c) * v.s + k;
+                    T xh = (xs[at] - mus[c]) * rs[c];
+                    o[at] = (w ? w[c] * xh : xh) + (b ? b[c] : 0);
+                }
+    });
+    if (node->recording && (!tg_node_save(ctx, node, mu) || !tg_node_save(ctx, node, r)))
+        return NULL;
+    node->aux = mode;
+    return y;
+}
+
+static tg_status bn_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
+{
+    (void)ctx;
+    bn v;
+    unpack(node, &v);
+    bool batch = *(const bool *)node->aux;
+    int k = 1;
+    tg_tensor *gx = gin[0], *gw = v.w ? gin[k++] : NULL, *gb = v.b ? gin[k++] : NULL;
+    double m = (double)(v.n * v.s);
+    TG__DISPATCH(v.x->dtype, T, {
+        const T *xs = v.x->data, *g = gout->data;
+        const T *mus = node->saved[0]->data, *rs = node->saved[1]->data;
+        const T *w = v.w ? v.w->data : NULL;
+        for (int64_t c = 0; c < v.c; c++) {
+            double sum_g = 0, sum_gxh = 0; /* sums of g and g xh over the channel */
+            for (int64_t i = 0; i < v.n; i++)
+                for (int64_t s = 0; s < v.s; s++) {
+                    int64_t at = (i * v.c + c) * v.s + s;
+                    sum_g += g[at];
+                    sum_gxh += g[at] * (xs[at] - mus[c]) * rs[c];
+                }
+            if (gw)
+                ((T *)gw->data)[c] += (T)sum_gxh;
+            if (gb)
+                ((T *)gb->data)[c] += (T)sum_g;
+            if (!gx)
+                continue;
+            T wc = w ? w[c] : 1, rc = rs[c];
+            /* with d = g w: sum d = w sum_g and sum d xh = w sum_gxh */
+            T mean_d = (T)(wc * sum_g / m), mean_dxh = (T)(wc * sum_gxh / m);
+            T *dx = gx->data;
+            for (int64_t i = 0; i < v.n; i++)
+                for (int64_t s = 0; s < v.s; s++) {
+                    int64_t at = (i * v.c + c) * v.s + s;
+                    T d = g[at] * wc;
+                    if (batch) {
+                        T xh = (xs[at] - mus[c]) * rc;
+                        dx[at] += rc * (d - mean_d - xh * mean_dxh);
+                    } else {
+                        dx[at] += d * rc;
+                    }
+                }
+        }
+    });
+    return TG_OK;
+}
+
+static int bn_print(const tg_node *node, char *buf, size_t size)
+{
+    const tg_batch_norm_attrs *a = node->attrs;
+    return snprintf(buf, size, "momentum=%g eps=%g%s%s", a->momentum, a->eps,
+                    a->has & TG_BN_WEIGHT ? " affine" : "",
+                    node->aux && !*(const bool *)node->aux ? " running stats" : "");
+}
+
+static int bn_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const struct { int nd; int64_t x[4]; int has; bool training; const char *desc; } cases[] = {
+        {2, {4, 3}, TG_BN_WEIGHT | TG_BN_BIAS | TG_BN_RUNNING, true, "(N, C) training, affine"},
+        {3, {2, 3, 4}, 0, true, "(N, C, L) training, plain"},
+        {4, {2, 2, 3, 2}, TG_BN_WEIGHT | TG_BN_BIAS, true, "(N, C, H, W) training, affine"},
+        {2, {4, 3}, TG_BN_WEIGHT | TG_BN_BIAS | TG_BN_RUNNING, false, "(N, C) eval, affine"},
+        {4, {1, 2, 2, 2}, TG_BN_RUNNING | TG_BN_WEIGHT, false, "(N, C, H, W) eval, batch of 1"},
+        {4, {1, 2, 2, 2}, TG_BN_BIAS, true, "batch of 1, several pixels"},
+    };
+    if (index >= (int)(sizeof cases / sizeof cases[0]))
+        return 0;
+    int64_t c = cases[index].x[1];
+    int has = cases[index].has;
+    s->n_in = 0;
+    s->in[s->n_in++] = tg__sample_rand(ctx, cases[index].nd, cases[index].x, -2, 2, true);
+    if (has & TG_BN_WEIGHT)
+        s->in[s->n_in++] = tg__sample_rand(ctx, TG_SHAPE(c), 0.5, 1.5, true);
+    if (has & TG_BN_BIAS)
+        s->in[s->n_in++] = tg__sample_rand(ctx, TG_SHAPE(c), -1, 1, true);
+    if (has & TG_BN_RUNNING) {
+        s->in[s->n_in++] = tg__sample_rand(ctx, TG_SHAPE(c), -0.5, 0.5, false);
+        s->in[s->n_in++] = tg__sample_rand(ctx, TG_SHAPE(c), 0.5, 2, false);
+    }
+    tg_batch_norm_attrs a = {0.1, 1e-5, has};
+    memcpy(s->attrs, &a, sizeof a);
+    s->training = cases[index].training;
+    snprintf(s->desc, sizeof s->desc, "%s", cases[index].desc);
+    return s->in[s->n_in - 1] ? 1 : tg_errcode(ctx);
+}
+
+const tg_op tg__op_batch_norm = {.name = "batch_norm", .min_in = 1, .max_in = 5,
+                                 .attr_size = sizeof(tg_batch_norm_attrs), .forward = bn_forward,
+                                 .vjp = bn_vjp, .print_attrs = bn_print, .sample = bn_sample};
+
+tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                         tg_tensor *running_mean, tg_tensor *running_var, double momentum,
+                         double eps)
+{
+    TG__GUARD(ctx, NULL);
+    if (!running_mean != !running_var) {
+        TG_ERROR(ctx, TG_EINVAL, "batch_norm: give both running_mean and running_var, or neither");
+        return NULL;
+    }
+    tg_batch_norm_attrs a = {momentum, eps, 0};
+    tg_tensor *in[5] = {x};
+    int n = 1;
+    if (weight) {
+        a.has |= TG_BN_WEIGHT;
+        in[n++] = weight;
+    }
+    if (bias) {
+        a.has |= TG_BN_BIAS;
+        in[n++] = bias;
+    }
+    if (running_mean) {
+        a.has |= TG_BN_RUNNING;
+        in[n++] = running_mean;
+        in[n++] = running_var;
+    }
+    return tg_apply(ctx, &tg__op_batch_norm, in, n, &a);
+}

@@ -1,0 +1,325 @@
+/*
+ * conv.c: conv1d and conv2d (cross-correlation, PyTorch's layout) through
+ * im2col and gemm; conv1d is conv2d with a height of 1.
+ *
+ * Shapes: x (N, C, H, W), w (K, Cg, R, S) with Cg = C / G, y (N, K, OH, OW).
+ * For image n and group g, col (Cg R S, OH OW) holds the receptive fields:
+ *   col[(c R + i) S + j][oy OW + ox] = x[n, g Cg + c, oy sh - ph + i dh, ox sw - pw + j dw]
+ * (zero outside the image), and
+ *   y[n, group g]  = w_g (Kg, Cg R S) col
+ *   dw_g          += dy[n, group g] col^T
+ *   dcol           = w_g^T dy[n, group g], scattered back into dx (col2im, +=)
+ *   db            += dy summed over n and pixels
+ * i.e. dX is the full convolution of dY with the kernel rotated 180 degrees.
+ * A 1x1 kernel with stride 1 and no padding uses x itself as col.
+ */
+#include "impl.h"
+
+#include <inttypes.h>
+
+typedef struct geom {
+    int64_t n, c, h, w;        /* input */
+    int64_t k, r, s;           /* kernel */
+    int64_t oh, ow;            /* output */
+    int64_t sh, sw, ph, pw, dh, dw, g;
+    int64_t cg, kg, crs, ohw;  /* per group: channels, filters, col rows; output pixels */
+} geom;
+
+static bool is_1d(const tg_node *node) { return node->op == &tg__op_conv1d; }
+
+static bool direct_col(const geom *q)
+{
+    return q->r == 1 && q->s == 1 && q->sh == 1 && q->sw == 1 && q->ph == 0 && q->pw == 0;
+}
+
+/* Fills q from the node and validates it; every message names the op. */
+static tg_status geometry(tg_ctx *ctx, const tg_node *node, geom *q)
+{
+    const char *who = node->op->name;
+    const tg_conv_attrs *a = node->attrs;
+    const tg_tensor *x = node->in[0], *w = node->in[1], *b = node->n_in > 2 ? node->in[2] : NULL;
+    bool one = is_1d(node);
+    int nd = one ? 3 : 4;
+    if (tg__same_dtype(ctx, who, x, w) || (b && tg__same_dtype(ctx, who, x, b)))
+        return tg_errcode(ctx);
+    if (x->ndim != nd || w->ndim != nd)
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s and weight %s must both have %d dimensions "
+                        "(%s)", who, tg__shape_s(x), tg__shape_s(w), nd,
+                        one ? "N, C, L and K, C/groups, R" : "N, C, H, W and K, C/groups, R, S");
+    memset(q, 0, sizeof *q);
+    q->n = x->shape[0];
+    q->c = x->shape[1];
+    q->h = one ? 1 : x->shape[2];
+    q->w = x->shape[nd - 1];
+    q->k = w->shape[0];
+    q->r = one ? 1 : w->shape[2];
+    q->s = w->shape[nd - 1];
+    q->sh = one ? 1 : a->stride[0];
+    q->sw = one ? a->stride[0] : a->stride[1];
+    q->ph = one ? 0 : a->padding[0];
+    q->pw = one ? a->padding[0] : a->padding[1];
+    q->dh = one ? 1 : a->dilation[0];
+    q->dw = one ? a->dilation[0] : a->dilation[1];
+    q->g = a->groups;
+    if (q->sh < 1 || q->sw < 1)
+        return TG_ERROR(ctx, TG_EINVAL, "%s: stride %" PRId64 "; it must be >= 1", who,
+                        q->sh < 1 ? q->sh : q->sw);
+    if (q->dh < 1 || q->dw < 1)
+        return TG_ERROR(ctx, TG_EINVAL, "%s: dilation %" PRId64 "; it must be >= 1", who,
+                        q->dh < 1 ? q->dh : q->dw);
+    if (q->ph < 0 || q->pw < 0)
+        return TG_ERROR(ctx, TG_EINVAL, "%s: padding %" PRId64 "; it must be >= 0", who,
+                        q->ph < 0 ? q->ph : q->pw);
+    if (q->g < 1 || q->c % q->g || q->k % q->g)
+        return TG_ERROR(ctx, TG_EINVAL, "%s: groups = %" PRId64 " must divide both the %" PRId64
+                        " input channels and the %" PRId64 " filters", who, q->g, q->c, q->k);
+    q->cg = q->c / q->g;
+    q->kg = q->k / q->g;
+    if (w->shape[1] != q->cg)
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: input has %" PRId64 " channels but weight %s "
+                        "expects %" PRId64 " (x %" PRId64 " groups)", who, q->c, tg__shape_s(w),
+                        w->shape[1], q->g);
+    if (b && (b->ndim != 1 || b->shape[0] != q->k))
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: bias %s should be (%" PRId64 ")", who,
+                        tg__shape_s(b), q->k);
+    int64_t span_h = q->dh * (q->r - 1) + 1, span_w = q->dw * (q->s - 1) + 1;
+    int64_t in_h = q->h + 2 * q->ph, in_w = q->w + 2 * q->pw;
+    if (span_h > in_h || span_w > in_w) {
+        if (one)
+            return TG_ERROR(ctx, TG_ESHAPE, "%s: the kernel spans %" PRId64 " but the padded "
+                            "input is only %" PRId64 " long", who, span_w, in_w);
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: the kernel spans %" PRId64 " x %" PRId64 " but the "
+                        "padded input is only %" PRId64 " x %" PRId64, who, span_h, span_w,
+                        in_h, in_w);
+    }
+    q->oh = (in_h - span_h) / q->sh + 1;
+    q->ow = (in_w - span_w) / q->sw + 1;
+    q->crs = q->cg * q->r * q->s;
+    q->ohw = q->oh * q->ow;
+    if (q->kg > INT32_MAX || q->crs > INT32_MAX || q->ohw > INT32_MAX)
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: a dimension exceeds the BLAS limit", who);
+    return TG_OK;
+}
+
+/* col (crs, ohw) from channels [c0, c0 + cg) of image xi; col2im when back. */
+static void im2col(const geom *q, tg_dtype dt, const void *xi, int64_t c0, void *col, bool back)
+{
+    TG__DISPATCH(dt, T, {
+        T *cs = col;
+        for (int64_t c = 0; c < q->cg; c++) {
+            T *plane = (T *)xi + (c0 + c) * q->h * q->w;
+            for (int64_t i = 0; i < q->r; i++)
+                for (int64_t j = 0; j < q->s; j++) {
+                    T *row = cs + ((c * q->r + i) * q->s + j) * q->ohw;
+                    for (int64_t oy = 0; oy < q->oh; oy++) {
+                        int64_t y = oy * q->sh - q->ph + i * q->dh;
+                        T *out = row + oy * q->ow;
+                        if (y < 0 || y >= q->h) {
+                            if (!back)
+                                memset(out, 0, (size_t)q->ow * sizeof(T));
+                            continue;
+                        }
+                        const int64_t x0 = j * q->dw - q->pw;
+                        for (int64_t ox = 0; ox < q->ow; ox++) {
+                            int64_t x = ox * q->sw + x0;
+                            bool in = x >= 0 && x < q->w;
+                            if (back) {
+                                if (in)
+                                    plane[y * q->w + x] += out[ox];
+                            } else {
+                                out[ox] = in ? plane[y * q->w + x] : 0;
+                            }
+                        }
+                    }
+                }
+        }
+    });
+}
+
+static tg_tensor *conv_forward(tg_ctx *ctx, tg_node *node)
+{
+    geom q;
+    if (geometry(ctx, node, &q))
+        return NULL;
+    tg_tensor *x = node->in[0], *w = node->in[1], *b = node->n_in > 2 ? node->in[2] : NULL;
+    tg_tensor *y = is_1d(node) ? tg_empty(ctx, x->dtype, TG_SHAPE(q.n, q.k, q.ow))
+                               : tg_empty(ctx, x->dtype, TG_SHAPE(q.n, q.k, q.oh, q.ow));
+    if (!y)
+        return NULL;
+    size_t es = tg_dtype_size(x->dtype);
+    bool direct = direct_col(&q);
+    void *col = direct ? NULL : tg_scratch(ctx, (size_t)(q.crs * q.ohw) * es, false);
+    if (!direct && !col)
+        return NULL;
+    for (int64_t n = 0; n < q.n; n++) {
+        const char *xi = (const char *)x->data + (size_t)(n * q.c * q.h * q.w) * es;
+        for (int64_t g = 0; g < q.g; g++) {
+            const void *cols = direct ? xi + (size_t)(g * q.cg * q.ohw) * es : col;
+            if (!direct)
+                im2col(&q, x->dtype, xi, g * q.cg, col, false);
+            tg__gemm(x->dtype, false, false, q.kg, q.ohw, q.crs,
+                     (const char *)w->data + (size_t)(g * q.kg * q.crs) * es, q.crs, cols, q.ohw,
+                     false, (char *)y->data + (size_t)((n * q.k + g * q.kg) * q.ohw) * es, q.ohw);
+        }
+    }
+    if (b)
+        TG__DISPATCH(x->dtype, T, {
+            T *o = y->data;
+            const T *bs = b->data;
+            for (int64_t n = 0; n < q.n; n++)
+                for (int64_t k = 0; k < q.k; k++)
+                    for (int64_t p = 0; p < q.ohw; p++)
+                        o[(n * q.k + k) * q.ohw + p] += bs[k];
+        });
+    return y;
+}
+
+static tg_status conv_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
+{
+    geom q;
+    geometry(ctx, node, &q);
+    tg_tensor *x = node->in[0], *w = node->in[1];
+    tg_tensor *gx = gin[0], *gw = gin[1], *gb = node->n_in > 2 ? gin[2] : NULL;
+    size_t es = tg_dtype_size(x->dtype);
+    bool direct = direct_col(&q);
+    void *col = direct ? NULL : tg_scratch(ctx, (size_t)(q.crs * q.ohw) * es, false);
+    void *dcol = gx && !direct ? tg_scratch(ctx, (size_t)(q.crs * q.ohw) * es, false) : NULL;
+    if ((!direct && !col) || (gx && !direct && !dcol))
+        return tg_errcode(ctx);
+    for (int64_t n = 0; n < q.n; n++) {
+        const char *xi = (const char *)x->data + (size_t)(n * q.c * q.h * q.w) * es;
+        char *gxi = gx ? (char *)gx->data + (size_t)(n * q.c * q.h * q.w) * es : NULL;
+        for (int64_t g = 0; g < q.g; g++) {
+            const char *dy = (const char *)gout->data + (size_t)((n * q.k + g * q.kg) * q.ohw) * es;
+            const char *wg = (const char *)w->data + (size_t)(g * q.kg * q.crs) * es;
+            if (gw) {
+                const void *cols = direct ? xi + (size_t)(g * q.cg * q.ohw) * es : col;
+                if (!direct)
+                    im2col(&q, x->dtype, xi, g * q.cg, col, false);
+                tg__gemm(x->dtype, false, true, q.kg, q.crs, q.ohw, dy, q.ohw, cols, q.ohw, true,
+                         (char *)gw->data + (size_t)(g * q.kg * q.crs) * es, q.crs);
+            }
+            if (gx && direct) {
+                tg__gemm(x->dtype, true, false, q.crs, q.ohw, q.kg, wg, q.crs, dy, q.ohw, true,
+                         gxi + (size_t)(g * q.cg * q.ohw) * es, q.ohw);
+            } else if (gx) {
+                tg__gemm(x->dtype, true, false, q.crs, q.ohw, q.kg, wg, q.crs, dy, q.ohw, false,
+                         dcol, q.ohw);
+                im2col(&q, x->dtype, gxi, g * q.cg, dcol, true);
+            }
+        }
+    }
+    if (gb)
+        TG__DISPATCH(x->dtype, T, {
+            const T *dy = gout->data;
+            T *db = gb->data;
+            for (int64_t n = 0; n < q.n; n++)
+                for (int64_t k = 0; k < q.k; k++) {
+                    T s = 0;
+                    for (int64_t p = 0; p < q.ohw; p++)
+                        s += dy[(n * q.k + k) * q.ohw + p];
+                    db[k] += s;
+                }
+        });
+    return TG_OK;
+}
+
+static int conv_print(const tg_node *node, char *buf, size_t size)
+{
+    const tg_conv_attrs *a = node->attrs;
+    if (is_1d(node))
+        return snprintf(buf, size, "stride=%" PRId64 " pad=%" PRId64 " dilation=%" PRId64
+                        " groups=%" PRId64, a->stride[0], a->padding[0], a->dilation[0], a->groups);
+    if (a->stride[0] == a->stride[1] && a->padding[0] == a->padding[1] &&
+        a->dilation[0] == a->dilation[1])
+        return snprintf(buf, size, "stride=%" PRId64 " pad=%" PRId64 " dilation=%" PRId64
+                        " groups=%" PRId64, a->stride[0], a->padding[0], a->dilation[0], a->groups);
+    return snprintf(buf, size, "stride=(%" PRId64 ", %" PRId64 ") pad=(%" PRId64 ", %" PRId64
+                    ") dilation=(%" PRId64 ", %" PRId64 ") groups=%" PRId64, a->stride[0],
+                    a->stride[1], a->padding[0], a->padding[1], a->dilation[0], a->dilation[1],
+                    a->groups);
+}
+
+typedef struct conv_case {
+    int64_t x[4], w[4];
+    tg_conv_attrs a;
+    bool bias;
+    const char *desc;
+} conv_case;
+
+static int conv_sample_from(tg_ctx *ctx, const conv_case *cs, int ncases, int nd, int index,
+                            tg_sample *s)
+{
+    if (index >= ncases)
+        return 0;
+    const conv_case *c = &cs[index];
+    s->n_in = 0;
+    s->in[s->n_in++] = tg__sample_rand(ctx, nd, c->x, -1, 1, true);
+    s->in[s->n_in++] = tg__sample_rand(ctx, nd, c->w, -1, 1, true);
+    if (c->bias)
+        s->in[s->n_in++] = tg__sample_rand(ctx, TG_SHAPE(c->w[0]), -1, 1, true);
+    memcpy(s->attrs, &c->a, sizeof c->a);
+    snprintf(s->desc, sizeof s->desc, "%s", c->desc);
+    return s->in[s->n_in - 1] ? 1 : tg_errcode(ctx);
+}
+
+static int conv2d_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const conv_case cases[] = {
+        {{2, 2, 5, 5}, {3, 2, 3, 3}, {{1, 1}, {0, 0}, {1, 1}, 1}, true, "3x3, bias"},
+        {{1, 4, 7, 6}, {4, 2, 3, 2}, {{2, 2}, {1, 1}, {2, 2}, 2}, true, "stride 2 pad 1 dilation 2 groups 2"},
+        {{2, 3, 4, 4}, {2, 3, 1, 1}, {{1, 1}, {0, 0}, {1, 1}, 1}, false, "1x1, no bias"},
+        {{1, 1, 5, 4}, {2, 1, 2, 3}, {{1, 2}, {2, 1}, {1, 1}, 1}, true, "odd sizes, uneven stride and pad"},
+        {{1, 3, 3, 3}, {3, 1, 3, 3}, {{1, 1}, {1, 1}, {1, 1}, 3}, false, "depthwise, batch of 1"},
+    };
+    return conv_sample_from(ctx, cases, 5, 4, index, s);
+}
+
+static int conv1d_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const conv_case cases[] = {
+        {{2, 1, 9}, {1, 1, 2}, {{1}, {1}, {1}, 1}, true, "the notes' conv: k 2 pad 1"},
+        {{1, 4, 11}, {4, 2, 3}, {{2}, {2}, {2}, 2}, true, "stride 2 pad 2 dilation 2 groups 2"},
+        {{3, 2, 5}, {3, 2, 1}, {{1}, {0}, {1}, 1}, false, "k 1, no bias"},
+    };
+    return conv_sample_from(ctx, cases, 3, 3, index, s);
+}
+
+const tg_op tg__op_conv1d = {.name = "conv1d", .min_in = 2, .max_in = 3,
+                             .attr_size = sizeof(tg_conv_attrs), .forward = conv_forward,
+                             .vjp = conv_vjp, .print_attrs = conv_print, .sample = conv1d_sample};
+const tg_op tg__op_conv2d = {.name = "conv2d", .min_in = 2, .max_in = 3,
+                             .attr_size = sizeof(tg_conv_attrs), .forward = conv_forward,
+                             .vjp = conv_vjp, .print_attrs = conv_print, .sample = conv2d_sample};
+
+static tg_tensor *conv(tg_ctx *ctx, const tg_op *op, tg_tensor *x, tg_tensor *w, tg_tensor *b,
+                       const tg_conv_attrs *a)
+{
+    tg_tensor *in[3] = {x, w, b};
+    return tg_apply(ctx, op, in, b ? 3 : 2, a);
+}
+
+tg_tensor *tg_conv1d(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                     int64_t stride, int64_t padding, int64_t dilation, int64_t groups)
+{
+    tg_conv_attrs a = {{stride, 1}, {padding, 0}, {dilation, 1}, groups};
+    return conv(ctx, &tg__op_conv1d, x, weight, bias, &a);
+}
+
+tg_tensor *tg_conv2d(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                     int64_t stride, int64_t padding, int64_t dilation, int64_t groups)
+{
+    tg_conv_attrs a = {{stride, stride}, {padding, padding}, {dilation, dilation}, groups};
+    return conv(ctx, &tg__op_conv2d, x, weight, bias, &a);
+}
+
+tg_tensor *tg_conv2d_ex(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                        const tg_conv_attrs *attrs)
+{
+    TG__GUARD(ctx, NULL);
+    if (!attrs) {
+        TG_ERROR(ctx, TG_EINVAL, "conv2d: attrs is NULL");
+        return NULL;
+    }
+    return conv(ctx, &tg__op_conv2d, x, weight, bias, attrs);
+}

@@ -1,0 +1,291 @@
+/*
+ * pool.c: max and average pooling (1-D and 2-D), global average pooling.
+ *
+ * x is (N, C, H, W) (1-D: H = 1); each of the N C planes is pooled alone:
+ *   out[oy][ox] over the window rows oy sh - ph .. + kh - 1, cols ox sw - pw .. + kw - 1
+ *   max: the largest in-bounds value (padding is -inf); the flat index of the
+ *        first maximum is saved, and dx[argmax] += g (ties go to the first, as
+ *        PyTorch; NaN wins, as PyTorch)
+ *   avg: the sum of in-bounds values / (kh kw) (padding counts as zeros);
+ *        dx += g / (kh kw) over the window
+ *   global_avg_pool: (N, C, ...) -> (N, C), the mean of each plane
+ */
+#include "impl.h"
+
+#include <inttypes.h>
+#include <math.h>
+
+typedef struct pgeom {
+    int64_t planes, h, w, oh, ow;
+    int64_t kh, kw, sh, sw, ph, pw;
+} pgeom;
+
+static bool pool_1d(const tg_node *node)
+{
+    return node->op == &tg__op_max_pool1d || node->op == &tg__op_avg_pool1d;
+}
+
+static bool pool_max(const tg_node *node)
+{
+    return node->op == &tg__op_max_pool1d || node->op == &tg__op_max_pool2d;
+}
+
+static tg_status pool_geometry(tg_ctx *ctx, const tg_node *node, pgeom *q)
+{
+    const char *who = node->op->name;
+    const tg_pool_attrs *a = node->attrs;
+    const tg_tensor *x = node->in[0];
+    bool one = pool_1d(node);
+    int nd = one ? 3 : 4;
+    if (x->ndim != nd)
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s should be %s", who, tg__shape_s(x),
+                        one ? "(N, C, L)" : "(N, C, H, W)");
+    memset(q, 0, sizeof *q);
+    q->planes = x->shape[0] * x->shape[1];
+    q->h = one ? 1 : x->shape[2];
+    q->w = x->shape[nd - 1];
+    q->kh = one ? 1 : a->kernel[0];
+    q->kw = one ? a->kernel[0] : a->kernel[1];
+    q->sh = one ? 1 : a->stride[0];
+    q->sw = one ? a->stride[0] : a->stride[1];
+    q->ph = one ? 0 : a->padding[0];
+    q->pw = one ? a->padding[0] : a->padding[1];
+    if (q->kh < 1 || q->kw < 1)
+        return TG_ERROR(ctx, TG_EINVAL, "%s: kernel size %" PRId64 "; it must be >= 1", who,
+                        q->kh < 1 ? q->kh : q->kw);
+    if (q->sh < 1 || q->sw < 1)
+        return TG_ERROR(ctx, TG_EINVAL, "%s: stride %" PRId64 "; it must be >= 1", who,
+                        q->sh < 1 ? q->sh : q->sw);
+    if (q->ph < 0 || q->pw < 0 || 2 * q->ph > q->kh || 2 * q->pw > q->kw)
+        return TG_ERROR(ctx, TG_EINVAL, "%s: padding %" PRId64 " must be between 0 and half the "
+                        "kernel size %" PRId64, who, 2 * q->ph > q->kh || q->ph < 0 ? q->ph : q->pw,
+                        2 * q->ph > q->kh || q->ph < 0 ? q->kh : q->kw);
+    if (q->kh > q->h + 2 * q->ph || q->kw > q->w + 2 * q->pw)
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: kernel %" PRId64 " x %" PRId64 " is larger than the "
+                        "padded input %" PRId64 " x %" PRId64, who, q->kh, q->kw,
+                        q->h + 2 * q->ph, q->w + 2 * q->pw);
+    q->oh = (q->h + 2 * q->ph - q->kh) / q->sh + 1;
+    q->ow = (q->w + 2 * q->pw - q->kw) / q->sw + 1;
+    return TG_OK;
+}
+
+static tg_tensor *pool_forward(tg_ctx *ctx, tg_node *node)
+{
+    pgeom q;
+    if (pool_geometry(ctx, node, &q))
+        return NULL;
+    tg_tensor *x = node->in[0];
+    int64_t shape[4] = {x->shape[0], x->shape[1], q.oh, q.ow};
+    if (pool_1d(node))
+        shape[2] = q.ow;
+    tg_tensor *y = tg_empty(ctx, x->dtype, x->ndim, shape);
+    bool max = pool_max(node);
+    int64_t *arg = max ? tg_scratch(ctx, (size_t)y->numel * sizeof(int64_t), false) : NULL;
+    if (!y || (max && !arg))
+        return NULL;
+    double area = (double)(q.kh * q.kw);
+    TG__DISPATCH(x->dtype, T, {
+        const T *xs = x->data;
+        T *o = y->data;
+        for (int64_t p = 0; p < q.planes; p++)
+            for (int64_t oy = 0; oy < q.oh; oy++)
+                for (int64_t ox = 0; ox < q.ow; ox++) {
+                    int64_t at = (p * q.oh + oy) * q.ow + ox, best = -1;
+                    T acc = 0, top = 0;
+                    for (int64_t i = 0; i < q.kh; i++) {
+                        int64_t yy = oy * q.sh - q.ph + i;
+                        if (yy < 0 || yy >= q.h)
+                            continue;
+                        for (int64_t j = 0; j < q.kw; j++) {
+                            int64_t xx = ox * q.sw - q.pw + j;
+                            if (xx < 0 || xx >= q.w)
+                                continue;
+                            T v = xs[(p * q.h + yy) * q.w + xx];
+                            if (!max)
+                                acc += v;
+                            else if (best < 0 || v > top || (isnan(v) && !isnan(top))) {
+                                top = v;
+                                best = yy * q.w + xx;
+                            }
+                        }
+                    }
+                    if (max) {
+                        o[at] = top; /* every window holds a real element: padding <= k / 2 */
+                        arg[at] = best;
+                    } else {
+                        o[at] = (T)(acc / area);
+                    }
+                }
+    });
+    node->aux = arg;
+    return y;
+}
+
+static tg_status pool_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
+{
+    pgeom q;
+    pool_geometry(ctx, node, &q);
+    const int64_t *arg = node->aux;
+    double area = (double)(q.kh * q.kw);
+    TG__DISPATCH(gout->dtype, T, {
+        const T *g = gout->data;
+        T *gx = gin[0]->data;
+        T inv = (T)(1 / area);
+        for (int64_t p = 0; p < q.planes; p++)
+            for (int64_t oy = 0; oy < q.oh; oy++)
+                for (int64_t ox = 0; ox < q.ow; ox++) {
+                    int64_t at = (p * q.oh + oy) * q.ow + ox;
+                    if (arg) {
+                        gx[p * q.h * q.w + arg[at]] += g[at];
+                        continue;
+                    }
+                    for (int64_t i = 0; i < q.kh; i++) {
+                        int64_t yy = oy * q.sh - q.ph + i;
+                        if (yy < 0 || yy >= q.h)
+                            continue;
+                        for (int64_t j = 0; j < q.kw; j++) {
+                            int64_t xx = ox * q.sw - q.pw + j;
+                            if (xx >= 0 && xx < q.w)
+                                gx[(p * q.h + yy) * q.w + xx] += g[at] * inv;
+                        }
+                    }
+                }
+    });
+    return TG_OK;
+}
+
+static int pool_print(const tg_node *node, char *buf, size_t size)
+{
+    const tg_pool_attrs *a = node->attrs;
+    if (pool_1d(node) || (a->kernel[0] == a->kernel[1] && a->stride[0] == a->stride[1] &&
+                          a->padding[0] == a->padding[1]))
+        return snprintf(buf, size, "kernel=%" PRId64 " stride=%" PRId64 " pad=%" PRId64,
+                        a->kernel[0], a->stride[0], a->padding[0]);
+    return snprintf(buf, size, "kernel=(%" PRId64 ", %" PRId64 ") stride=(%" PRId64 ", %" PRId64
+                    ") pad=(%" PRId64 ", %" PRId64 ")", a->kernel[0], a->kernel[1], a->stride[0],
+                    a->stride[1], a->padding[0], a->padding[1]);
+}
+
+/* Distinct values, far apart next to eps, so no window has a tie and no
+ * difference quotient crosses from one maximum to another. */
+static tg_tensor *distinct(tg_ctx *ctx, int ndim, const int64_t *shape)
+{
+    tg_tensor *t = tg__sample_rand(ctx, ndim, shape, 0, 1, true);
+    for (int64_t i = 0; t && i < t->numel; i++)
+        tg_set(t, i, (double)((i * 7919 + 13) % t->numel) * 0.05 - 1.0);
+    return t;
+}
+
+typedef struct pool_case { int64_t x[4]; tg_pool_attrs a; const char *desc; } pool_case;
+
+static int pool_sample_from(tg_ctx *ctx, const pool_case *cs, int ncases, int nd, int index,
+                            tg_sample *s)
+{
+    if (index >= ncases)
+        return 0;
+    s->n_in = 1;
+    s->in[0] = distinct(ctx, nd, cs[index].x);
+    memcpy(s->attrs, &cs[index].a, sizeof cs[index].a);
+    snprintf(s->desc, sizeof s->desc, "%s", cs[index].desc);
+    return s->in[0] ? 1 : tg_errcode(ctx);
+}
+
+static int pool2d_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const pool_case cases[] = {
+        {{2, 2, 4, 4}, {{2, 2}, {2, 2}, {0, 0}}, "2x2 stride 2"},
+        {{1, 3, 5, 5}, {{3, 3}, {2, 2}, {1, 1}}, "3x3 stride 2 pad 1"},
+        {{1, 1, 5, 6}, {{2, 3}, {1, 2}, {1, 0}}, "uneven kernel, overlapping"},
+    };
+    return pool_sample_from(ctx, cases, 3, 4, index, s);
+}
+
+static int pool1d_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const pool_case cases[] = {
+        {{2, 1, 8}, {{2}, {2}, {0}}, "k 2 stride 2"},
+        {{1, 3, 7}, {{3}, {2}, {1}}, "k 3 stride 2 pad 1, odd length"},
+        {{1, 2, 5}, {{2}, {1}, {1}}, "overlapping windows"},
+    };
+    return pool_sample_from(ctx, cases, 3, 3, index, s);
+}
+
+#define POOL_OP(NAME, SAMPLE)                                                            \
+    const tg_op tg__op_##NAME = {.name = #NAME, .min_in = 1, .max_in = 1,                \
+                                 .attr_size = sizeof(tg_pool_attrs),                     \
+                                 .forward = pool_forward, .vjp = pool_vjp,               \
+                                 .print_attrs = pool_print, .sample = SAMPLE};           \
+    tg_tensor *tg_##NAME##_ex(tg_ctx *ctx, tg_tensor *x, int64_t kernel, int64_t stride, \
+                              int64_t padding)                                           \
+    {                                                                                    \
+        tg_pool_attrs a = {{kernel, kernel}, {stride, stride}, {padding, padding}};      \
+        return tg_apply(ctx, &tg__op_##NAME, &x, 1, &a);                                 \
+    }                                                                                    \
+    tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *x, int64_t kernel)                      \
+    {                                                                                    \
+        return tg_##NAME##_ex(ctx, x, kernel, kernel, 0);                                \
+    }
+
+POOL_OP(max_pool1d, pool1d_sample)
+POOL_OP(max_pool2d, pool2d_sample)
+POOL_OP(avg_pool1d, pool1d_sample)
+POOL_OP(avg_pool2d, pool2d_sample)
+
+/* ---------------------------------------------------------------- global_avg_pool */
+
+static tg_tensor *gap_forward(tg_ctx *ctx, tg_node *node)
+{
+    tg_tensor *x = node->in[0];
+    if (x->ndim < 3) {
+        TG_ERROR(ctx, TG_ESHAPE, "global_avg_pool: input %s should be (N, C, ...) with at least "
+                 "one spatial dimension", tg__shape_s(x));
+        return NULL;
+    }
+    int64_t planes = x->shape[0] * x->shape[1], s = planes ? x->numel / planes : 0;
+    tg_tensor *y = tg_empty(ctx, x->dtype, TG_SHAPE(x->shape[0], x->shape[1]));
+    if (!y)
+        return NULL;
+    for (int64_t p = 0; p < planes; p++) {
+        double acc = 0;
+        for (int64_t k = 0; k < s; k++)
+            acc += tg_get(x, p * s + k);
+        tg_set(y, p, acc / (double)s);
+    }
+    return y;
+}
+
+static tg_status gap_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
+{
+    (void)ctx;
+    const tg_tensor *x = node->in[0];
+    int64_t planes = gout->numel, s = planes ? x->numel / planes : 0;
+    TG__DISPATCH(x->dtype, T, {
+        const T *g = gout->data;
+        T *gx = gin[0]->data;
+        for (int64_t p = 0; p < planes; p++)
+            for (int64_t k = 0; k < s; k++)
+                gx[p * s + k] += g[p] / (T)s;
+    });
+    return TG_OK;
+}
+
+static int gap_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const int64_t shapes[][4] = {{2, 3, 4, 4}, {1, 2, 5}, {2, 1, 1, 3}};
+    static const int nd[] = {4, 3, 4};
+    if (index >= 3)
+        return 0;
+    s->n_in = 1;
+    s->in[0] = tg__sample_rand(ctx, nd[index], shapes[index], -1, 1, true);
+    snprintf(s->desc, sizeof s->desc, "%s", index == 0 ? "2-D" : index == 1 ? "1-D" : "size-1 dims");
+    return s->in[0] ? 1 : tg_errcode(ctx);
+}
+
+const tg_op tg__op_global_avg_pool = {.name = "global_avg_pool", .min_in = 1, .max_in = 1,
+                                      .forward = gap_forward, .vjp = gap_vjp,
+                                      .sample = gap_sample};
+
+tg_tensor *tg_global_avg_pool(tg_ctx *ctx, tg_tensor *x)
+{
+    return tg_apply(ctx, &tg__op_global_avg_pool, &x, 1, NULL);
+}

@@ -1,0 +1,145 @@
+/*
+ * softmax.c: softmax and log_softmax along one axis.
+ *
+ * x is viewed as (outer, n, inner) around the axis; each of the outer x
+ * inner lines of n values is normalised on its own:
+ *   softmax:     y = e^(x - m) / s,  m = max x, s = sum e^(x - m)
+ *                dx += y * (g - sum(g * y))
+ *   log_softmax: y = x - m - log s
+ *                dx += g - e^y * sum(g)
+ * Subtracting the max keeps every exponent <= 0, so logits of 1e4 cannot
+ * overflow, and softmax(z + c) = softmax(z) whenever z + c is exact.
+ */
+#include "impl.h"
+
+#include <tgmath.h>
+
+typedef struct line { int64_t outer, n, inner; } line;
+
+static line line_of(const tg_tensor *x, int axis)
+{
+    line l = {1, x->shape[axis], 1};
+    for (int d = 0; d < axis; d++)
+        l.outer *= x->shape[d];
+    for (int d = axis + 1; d < x->ndim; d++)
+        l.inner *= x->shape[d];
+    return l;
+}
+
+static bool is_log(const tg_node *node) { return node->op == &tg__op_log_softmax; }
+
+/* Normalises the line starting at x + base with element stride `inner`. */
+#define SOFTMAX_LINE(T, xs, o, base, l, logp)                                        \
+    do {                                                                             \
+        T m = xs[base];                                                              \
+        for (int64_t j = 1; j < (l).n; j++)                                          \
+            if (xs[(base) + j * (l).inner] > m)                                      \
+                m = xs[(base) + j * (l).inner];                                      \
+        T s = 0;                                                                     \
+        for (int64_t j = 0; j < (l).n; j++)                                          \
+            s += exp(xs[(base) + j * (l).inner] - m);                                \
+        T ls = log(s);                                                               \
+        for (int64_t j = 0; j < (l).n; j++) {                                        \
+            T z = xs[(base) + j * (l).inner] - m;                                    \
+            o[(base) + j * (l).inner] = (logp) ? z - ls : exp(z) / s;                \
+        }                                                                            \
+    } while (0)
+
+void tg__softmax_lines(tg_dtype dt, const void *x, void *y, int64_t outer, int64_t n,
+                       int64_t inner, bool logp)
+{
+    line l = {outer, n, inner};
+    if (n == 0)
+        return;
+    TG__DISPATCH(dt, T, {
+        const T *xs = x;
+        T *o = y;
+        for (int64_t p = 0; p < l.outer; p++)
+            for (int64_t i = 0; i < l.inner; i++)
+                SOFTMAX_LINE(T, xs, o, p * l.n * l.inner + i, l, logp);
+    });
+}
+
+static tg_tensor *softmax_forward(tg_ctx *ctx, tg_node *node)
+{
+    tg_tensor *x = node->in[0];
+    int axis = tg__axis(ctx, node->op->name, ((const tg_axis_attrs *)node->attrs)->axis,
+                        x->ndim);
+    if (axis < 0)
+        return NULL;
+    tg_tensor *y = tg_empty(ctx, x->dtype, x->ndim, x->shape);
+    if (!y)
+        return NULL;
+    line l = line_of(x, axis);
+    tg__softmax_lines(x->dtype, x->data, y->data, l.outer, l.n, l.inner, is_log(node));
+    return y;
+}
+
+static tg_status softmax_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
+                             tg_tensor *const *gin)
+{
+    (void)ctx;
+    const tg_tensor *x = node->in[0], *y = node->out;
+    int axis = ((const tg_axis_attrs *)node->attrs)->axis;
+    line l = line_of(x, axis < 0 ? axis + x->ndim : axis);
+    bool logp = is_log(node);
+    TG__DISPATCH(x->dtype, T, {
+        const T *ys = y->data, *g = gout->data;
+        T *gx = gin[0]->data;
+        for (int64_t p = 0; p < l.outer; p++)
+            for (int64_t i = 0; i < l.inner; i++) {
+                int64_t base = p * l.n * l.inner + i;
+                T dot = 0;
+                for (int64_t j = 0; j < l.n; j++) {
+                    int64_t k = base + j * l.inner;
+                    dot += logp ? g[k] : g[k] * ys[k];
+                }
+                for (int64_t j = 0; j < l.n; j++) {
+                    int64_t k = base + j * l.inner;
+                    gx[k] += logp ? g[k] - exp(ys[k]) * dot : ys[k] * (g[k] - dot);
+                }
+            }
+    });
+    return TG_OK;
+}
+
+static int axis_print(const tg_node *node, char *buf, size_t size)
+{
+    return snprintf(buf, size, "axis=%d", ((const tg_axis_attrs *)node->attrs)->axis);
+}
+
+static int softmax_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const tg_axis_attrs axes[] = {{1}, {0}, {-1}, {1}};
+    static const int64_t shapes[][3] = {{3, 4}, {3, 4}, {2, 3, 4}, {2, 1, 3}};
+    static const int ndims[] = {2, 2, 3, 3};
+    static const char *desc[] = {"rows", "columns", "last axis of 3-D", "size-1 axis"};
+    if (index >= 4)
+        return 0;
+    s->n_in = 1;
+    s->in[0] = tg__sample_rand(ctx, ndims[index], shapes[index], -3, 3, true);
+    memcpy(s->attrs, &axes[index], sizeof axes[index]);
+    snprintf(s->desc, sizeof s->desc, "%s", desc[index]);
+    return s->in[0] ? 1 : tg_errcode(ctx);
+}
+
+const tg_op tg__op_softmax = {.name = "softmax", .min_in = 1, .max_in = 1,
+                              .attr_size = sizeof(tg_axis_attrs), .forward = softmax_forward,
+                              .vjp = softmax_vjp, .print_attrs = axis_print,
+                              .sample = softmax_sample};
+const tg_op tg__op_log_softmax = {.name = "log_softmax", .min_in = 1, .max_in = 1,
+                                  .attr_size = sizeof(tg_axis_attrs), .forward = softmax_forward,
+                                  .vjp = softmax_vjp, .print_attrs = axis_print,
+                                  .sample = softmax_sample};
+
+tg_tensor *tg_softmax(tg_ctx *ctx, tg_tensor *x, int axis)
+{
+    tg_axis_attrs a = {axis};
+    return tg_apply(ctx, &tg__op_softmax, &x, 1, &a);
+}
+
+tg_tensor *tg_log_softmax(tg_ctx *ctx, tg_tensor *x, int axis)
+{
+    tg_axis_attrs a = {axis};
+    return tg_apply(ctx, &tg__op_log_softmax, &x, 1, &a);
+}
