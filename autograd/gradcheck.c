@@ -192,7 +192,7 @@ static void compare(check *c, int case_no, const char *desc, int input, int64_t 
                     double a, double num, tg_gradcheck_result *res)
 {
     double abs_err = fabs(a - num);
-    double rel_err = abs_err / fmax(fabs(num), 1e-12);
+    double rel_err = abs_err / fmax(fabs(num), 1e-6);
     res->checked++;
     if (abs_err > res->max_abs_err)
         res->max_abs_err = abs_err;
