@@ -5,9 +5,9 @@
  *
  *   seed1d [OUTDIR]     writes OUTDIR/seed1d.dot and OUTDIR/seed1d.svg
  */
-#include <graphviz/gvc.h>
 #include <stdio.h>
 
+#include "render_svg.h"
 #include "seed1d_net.h"
 
 /* A batch of n sequences and their labels, from the context RNG. */
@@ -21,23 +21,6 @@ static void make_batch(tg_ctx *ctx, int64_t n, tg_tensor **x, tg_tensor **y)
             *(k < 392 ? &first : &second) += tg_get(*x, i * 785 + k);
         tg_set(*y, i, first > second ? 1 : 0);
     }
-}
-
-static int render(const char *dot_path, const char *svg_path)
-{
-    FILE *f = fopen(dot_path, "r");
-    if (!f)
-        return -1;
-    GVC_t *gvc = gvContext();
-    Agraph_t *g = agread(f, NULL);
-    fclose(f);
-    int rc = g && gvLayout(gvc, g, "dot") == 0 ? gvRenderFilename(gvc, g, "svg", svg_path) : -1;
-    if (g) {
-        gvFreeLayout(gvc, g);
-        agclose(g);
-    }
-    gvFreeContext(gvc);
-    return rc;
 }
 
 int main(int argc, char **argv)
@@ -90,7 +73,7 @@ int main(int argc, char **argv)
     snprintf(dot_path, sizeof dot_path, "%s/seed1d.dot", outdir);
     snprintf(svg_path, sizeof svg_path, "%s/seed1d.svg", outdir);
     tg_dot_opts o = {.title = "the notes' 1-D network (batch of 4)", .show_grad_norm = true};
-    if (tg_dot_save(ctx, loss, dot_path, &o) != TG_OK || render(dot_path, svg_path) != 0) {
+    if (tg_dot_save(ctx, loss, dot_path, &o) != TG_OK || render_svg(dot_path, svg_path) != 0) {
         fprintf(stderr, "seed1d: cannot write the graph: %s\n", tg_errmsg(ctx));
         return 1;
     }

@@ -4,10 +4,10 @@
  *
  *   sigmoid_neuron [OUTDIR]     writes OUTDIR/neuron.dot and OUTDIR/neuron.svg
  */
-#include <graphviz/gvc.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "render_svg.h"
 #include "tapegrad.h"
 
 /* sigmoid from the basic ops: (1 + exp(-z))^-1 */
@@ -24,25 +24,6 @@ static tg_tensor *step(tg_ctx *ctx, tg_tensor *w, tg_tensor *b, tg_tensor *x, tg
     tg_tensor *loss = tg_mean(ctx, tg_mul(ctx, d, d));
     tg_backward(ctx, loss);
     return loss;
-}
-
-static int render_svg(const char *dot_path, const char *svg_path)
-{
-    FILE *f = fopen(dot_path, "r");
-    if (!f)
-        return -1;
-    GVC_t *gvc = gvContext();
-    Agraph_t *g = agread(f, NULL);
-    fclose(f);
-    int rc = -1;
-    if (g && gvLayout(gvc, g, "dot") == 0) {
-        rc = gvRenderFilename(gvc, g, "svg", svg_path);
-        gvFreeLayout(gvc, g);
-    }
-    if (g)
-        agclose(g);
-    gvFreeContext(gvc);
-    return rc;
 }
 
 int main(int argc, char **argv)
