@@ -160,8 +160,10 @@ TG_API tg_tensor *tg_global_avg_pool(tg_ctx *ctx, tg_tensor *x);
 
 /* ------------------------------------------------ activations (ops/activation.c) */
 
+#define TG_LEAKY_RELU_SLOPE 0.01 /* PyTorch's default negative slope */
+
 TG_API tg_tensor *tg_relu(tg_ctx *ctx, tg_tensor *x);    /* [relu] max(x, 0); gradient 0 at 0 */
-/* [leaky_relu] x for x > 0, negative_slope * x otherwise (PyTorch's default slope is 0.01) */
+/* [leaky_relu] x for x > 0, negative_slope * x otherwise (TG_LEAKY_RELU_SLOPE is PyTorch's default) */
 TG_API tg_tensor *tg_leaky_relu(tg_ctx *ctx, tg_tensor *x, double negative_slope);
 TG_API tg_tensor *tg_sigmoid(tg_ctx *ctx, tg_tensor *x); /* [sigmoid] 1 / (1 + e^-x), no overflow */
 TG_API tg_tensor *tg_tanh(tg_ctx *ctx, tg_tensor *x);    /* [tanh] */
@@ -214,6 +216,9 @@ typedef struct tg_dropout_attrs { double p; } tg_dropout_attrs;
 TG_API tg_tensor *tg_dropout(tg_ctx *ctx, tg_tensor *x, double p);
 
 /* ------------------------------------------------ batch norm (ops/batchnorm.c) */
+
+#define TG_BN_MOMENTUM 0.1 /* PyTorch's defaults */
+#define TG_BN_EPS 1e-5
 
 enum { TG_BN_WEIGHT = 1, TG_BN_BIAS = 2, TG_BN_RUNNING = 4 };
 typedef struct tg_batch_norm_attrs {
