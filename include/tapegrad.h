@@ -12,7 +12,7 @@
  *   tg_assign_f64(ctx, W, (const double[]){0.1, -0.2, 0.3, 0.4, 0.5, -0.6});
  *   tg_tensor *x = tg_from_f64(ctx, TG_F64, TG_SHAPE(1, 3), (const double[]){1, 2, 3});
  *   tg_tensor *z = tg_linear(ctx, x, W, b);                  // x W^T + b
- *   tg_tensor *y = tg_pow(ctx, tg_add_scalar(ctx, tg_exp(ctx, tg_neg(ctx, z)), 1), -1);
+ *   tg_tensor *y = tg_sigmoid(ctx, z);
  *   tg_tensor *loss = tg_sum(ctx, y);
  *   if (tg_backward(ctx, loss) != TG_OK)                     // errors are sticky:
  *       fprintf(stderr, "%s\n", tg_errmsg(ctx));             // check once, at the end
