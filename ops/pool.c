@@ -69,6 +69,17 @@ static tg_status pool_geometry(tg_ctx *ctx, const tg_node *node, pgeom *q)
     return TG_OK;
 }
 
+/* The in-bounds part of output (oy, ox)'s window: rows [y0, y1), cols [x0, x1). */
+static void window(const pgeom *q, int64_t oy, int64_t ox, int64_t *y0, int64_t *y1, int64_t *x0,
+                   int64_t *x1)
+{
+    int64_t top = oy * q->sh - q->ph, left = ox * q->sw - q->pw;
+    *y0 = top > 0 ? top : 0;
+    *y1 = top + q->kh < q->h ? top + q->kh : q->h;
+    *x0 = left > 0 ? left : 0;
+    *x1 = left + q->kw < q->w ? left + q->kw : q->w;
+}
+
 static tg_tensor *pool_forward(tg_ctx *ctx, tg_node *node)
 {
     pgeom q;
@@ -90,16 +101,11 @@ static tg_tensor *pool_forward(tg_ctx *ctx, tg_node *node)
         for (int64_t p = 0; p < q.planes; p++)
             for (int64_t oy = 0; oy < q.oh; oy++)
                 for (int64_t ox = 0; ox < q.ow; ox++) {
-                    int64_t at = (p * q.oh + oy) * q.ow + ox, best = -1;
+                    int64_t at = (p * q.oh + oy) * q.ow + ox, best = -1, y0, y1, x0, x1;
                     T acc = 0, top = 0;
-                    for (int64_t i = 0; i < q.kh; i++) {
-                        int64_t yy = oy * q.sh - q.ph + i;
-                        if (yy < 0 || yy >= q.h)
-                            continue;
-                        for (int64_t j = 0; j < q.kw; j++) {
-                            int64_t xx = ox * q.sw - q.pw + j;
-                            if (xx < 0 || xx >= q.w)
-                                continue;
+                    window(&q, oy, ox, &y0, &y1, &x0, &x1);
+                    for (int64_t yy = y0; yy < y1; yy++) {
+                        for (int64_t xx = x0; xx < x1; xx++) {
                             T v = xs[(p * q.h + yy) * q.w + xx];
                             if (!max)
                                 acc += v;
@@ -139,16 +145,11 @@ static tg_status pool_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_
                         gx[p * q.h * q.w + arg[at]] += g[at];
                         continue;
                     }
-                    for (int64_t i = 0; i < q.kh; i++) {
-                        int64_t yy = oy * q.sh - q.ph + i;
-                        if (yy < 0 || yy >= q.h)
-                            continue;
-                        for (int64_t j = 0; j < q.kw; j++) {
-                            int64_t xx = ox * q.sw - q.pw + j;
-                            if (xx >= 0 && xx < q.w)
-                                gx[(p * q.h + yy) * q.w + xx] += g[at] * inv;
-                        }
-                    }
+                    int64_t y0, y1, x0, x1;
+                    window(&q, oy, ox, &y0, &y1, &x0, &x1);
+                    for (int64_t yy = y0; yy < y1; yy++)
+                        for (int64_t xx = x0; xx < x1; xx++)
+                            gx[(p * q.h + yy) * q.w + xx] += g[at] * inv;
                 }
     });
     return TG_OK;
