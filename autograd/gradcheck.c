@@ -256,11 +256,9 @@ static tg_status check_fn(check *c, int case_no, const char *desc, tg_gradcheck_
     tg_ctx *ctx = c->ctx;
     if (c->n > TG_SAMPLE_MAX_IN)
         return TG_ERROR(ctx, TG_EINVAL, "gradcheck: %d inputs; at most %d", c->n, TG_SAMPLE_MAX_IN);
+    if (tg__check_inputs(ctx, "gradcheck", c->in, c->n))
+        return ctx->errcode;
     for (int i = 0; i < c->n; i++) {
-        char what[32];
-        snprintf(what, sizeof what, "input %d", i);
-        if (tg__check_tensor(ctx, "gradcheck", what, c->in[i]))
-            return ctx->errcode;
         if (c->in[i]->requires_grad && c->in[i]->dtype != TG_F64)
             return TG_ERROR(ctx, TG_EDTYPE, "gradcheck: input %d is %s; gradcheck needs float64",
                             i, tg_dtype_name(c->in[i]->dtype));

@@ -124,6 +124,8 @@ int tg__shape_fmt(char *buf, size_t size, int ndim, const int64_t *shape);
 const char *tg__shape_s(const tg_tensor *t);
 /* Validates a tensor argument: non-NULL, sane dtype. */
 tg_status tg__check_tensor(tg_ctx *ctx, const char *who, const char *what, const tg_tensor *t);
+/* Validates in[0..n-1] with tg__check_tensor, naming them "input i". */
+tg_status tg__check_inputs(tg_ctx *ctx, const char *who, tg_tensor *const *in, int n);
 /* Both inputs share a dtype, or an error naming the op. */
 tg_status tg__same_dtype(tg_ctx *ctx, const char *who, const tg_tensor *a, const tg_tensor *b);
 /* Normalises a possibly negative axis; -1 and an error when out of range. */

@@ -37,13 +37,8 @@ static tg_status check_inputs(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in
     }
     if (n > 0 && !in)
         return TG_ERROR(ctx, TG_EINVAL, "%s: the input array is NULL", op->name);
-    for (int i = 0; i < n; i++) {
-        if (in[i] && tg_dtype_size(in[i]->dtype))
-            continue; /* the common case: no message to format */
-        char what[32];
-        snprintf(what, sizeof what, "input %d", i);
-        return tg__check_tensor(ctx, op->name, what, in[i]);
-    }
+    if (tg__check_inputs(ctx, op->name, in, n))
+        return ctx->errcode;
     if (op->attr_size && !attrs)
         return TG_ERROR(ctx, TG_EINVAL, "%s: attributes are NULL", op->name);
     return TG_OK;

@@ -98,6 +98,18 @@ tg_status tg__check_tensor(tg_ctx *ctx, const char *who, const char *what, const
     return TG_OK;
 }
 
+tg_status tg__check_inputs(tg_ctx *ctx, const char *who, tg_tensor *const *in, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (in[i] && tg_dtype_size(in[i]->dtype))
+            continue; /* the common case: no message to format */
+        char what[32];
+        snprintf(what, sizeof what, "input %d", i);
+        return tg__check_tensor(ctx, who, what, in[i]);
+    }
+    return TG_OK;
+}
+
 tg_status tg__same_dtype(tg_ctx *ctx, const char *who, const tg_tensor *a, const tg_tensor *b)
 {
     if (a->dtype != b->dtype)
