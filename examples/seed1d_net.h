@@ -19,7 +19,8 @@ typedef struct seed1d {
     tg_tensor *conv_w, *conv_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
 } seed1d;
 
-/* A parameter of the given shape, uniform in +-1/sqrt(fan_in). */
+/* A parameter of the given shape, uniform in +-1/sqrt(fan_in). The random
+ * values pass through a step tensor, which dies at the caller's next reset. */
 static inline tg_tensor *seed1d_param(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape,
                                       const char *name, double fan_in)
 {
@@ -27,7 +28,6 @@ static inline tg_tensor *seed1d_param(tg_ctx *ctx, tg_dtype dt, int ndim, const 
     double bound = 1 / sqrt(fan_in);
     if (p)
         tg_assign(ctx, p, tg_rand(ctx, dt, ndim, shape, -bound, bound));
-    tg_reset(ctx);
     return p;
 }
 

@@ -38,9 +38,9 @@ static int gradcheck(tg_ctx *ctx, int argc, char **argv)
             tg_clear_error(ctx);
             failed++;
         } else {
-            printf("%-18s %5d %8lld %12.3e %12.3e  %s%s%s\n", op->name, r.cases,
+            printf("%-18s %5d %8lld %12.3e %12.3e  %s%s\n", op->name, r.cases,
                    (long long)r.checked, r.max_abs_err, r.max_rel_err, r.passed ? "pass" : "FAIL: ",
-                   r.passed ? "" : r.msg, "");
+                   r.passed ? "" : r.msg);
             r.passed ? passed++ : failed++;
         }
         tg_reset(ctx);
