@@ -11,8 +11,31 @@
  * Released gradient buffers go on a free list (kept inside the buffers)
  * and are handed out again by tg__grad_buffer; the list is emptied with
  * the step.
+ *
+ * In checked mode a reset moves every chunk to a quarantine that holds the
+ * last TG_CHECKED_STEPS steps' chunks, so no address is handed out again
+ * until they leave it; stale tensors keep their headers (and their step
+ * number) meanwhile, and are reported. Outside checked mode, builds with
+ * AddressSanitizer poison the whole arena at a reset and unpoison each
+ * block as it is handed out, so a stale use is caught where it happens.
  */
 #include "impl.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TG__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TG__ASAN 1
+#endif
+#endif
+#ifdef TG__ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
 
 static tg__chunk *chunk_new(tg_ctx *ctx, size_t need)
 {
@@ -69,6 +92,7 @@ void *tg__arena_alloc(tg_ctx *ctx, size_t bytes)
             return NULL;
     }
     void *p = c->base + c->used;
+    UNPOISON(p, need);
     c->used += need;
     ctx->arena_used += need;
     return p;
@@ -83,8 +107,29 @@ void *tg_scratch(tg_ctx *ctx, size_t bytes, bool zero)
     return p;
 }
 
+static void free_chunks(tg_ctx *ctx, tg__chunk *c)
+{
+    while (c) {
+        tg__chunk *next = c->next;
+        UNPOISON(c->base, c->cap);
+        tg__free(ctx, c, c->block);
+        c = next;
+    }
+}
+
 void tg__arena_reset(tg_ctx *ctx)
 {
+    if (ctx->checked) {
+        /* the oldest quarantined step leaves; this one's chunks go in */
+        free_chunks(ctx, ctx->quarantine[TG_CHECKED_STEPS - 1]);
+        memmove(ctx->quarantine + 1, ctx->quarantine,
+                (TG_CHECKED_STEPS - 1) * sizeof ctx->quarantine[0]);
+        ctx->quarantine[0] = ctx->chunks;
+        ctx->chunks = NULL;
+    } else {
+        for (tg__chunk *c = ctx->chunks; c; c = c->next)
+            POISON(c->base, c->cap);
+    }
     ctx->cur = NULL;
     ctx->arena_used = 0;
     ctx->freebufs = NULL;
@@ -92,11 +137,10 @@ void tg__arena_reset(tg_ctx *ctx)
 
 void tg__arena_free_all(tg_ctx *ctx)
 {
-    tg__chunk *c = ctx->chunks;
-    while (c) {
-        tg__chunk *next = c->next;
-        tg__free(ctx, c, c->block);
-        c = next;
+    free_chunks(ctx, ctx->chunks);
+    for (int i = 0; i < TG_CHECKED_STEPS; i++) {
+        free_chunks(ctx, ctx->quarantine[i]);
+        ctx->quarantine[i] = NULL;
     }
     ctx->chunks = ctx->cur = NULL;
     ctx->arena_used = 0;

@@ -9,6 +9,10 @@
  * input gradients. Afterwards the node is consumed (saved values dropped)
  * unless TG_RETAIN_GRAPH, and its output's gradient, an intermediate one,
  * goes back to the arena's free list unless TG_KEEP_GRADS.
+ *
+ * Before a vjp runs, the versions of what it may read (inputs, output,
+ * saved tensors) are compared with those forward left: a value written
+ * since is an error, never a gradient computed from the new numbers.
  */
 #include "impl.h"
 
@@ -19,8 +23,14 @@ static tg_tensor *grad_of(tg_ctx *ctx, tg_tensor *t)
     if (t->grad)
         return t->grad;
     if (t->persistent) {
-        tg__ptensor *p = (tg__ptensor *)t;
-        tg__ptensor *g = tg__ptensor_new(ctx, "backward", t->dtype, t->ndim, t->shape, NULL);
+        tg__ptensor *p = tg__param_record(ctx, t);
+        if (!p || t->kind != TG_KIND_PARAM) {
+            TG_ERROR(ctx, TG_ESTATE, "backward: %s claims to need a gradient but is not a live "
+                                     "parameter of this context", tg__tensor_s(t));
+            return NULL;
+        }
+        tg__ptensor *g = tg__ptensor_new(ctx, "backward", TG_KIND_GRAD, t->dtype, t->ndim,
+                                         t->shape, NULL);
         if (!g)
             return NULL;
         p->grad_block = g;
@@ -61,6 +71,9 @@ static tg_status check_out(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout)
         return TG_ERROR(ctx, TG_ESTATE,
                         "backward: the graph of this tensor was consumed by an earlier backward; "
                         "pass TG_RETAIN_GRAPH to the first one to go through it again");
+    if (!tg_dtype_is_float(out->dtype))
+        return TG_ERROR(ctx, TG_EDTYPE, "backward: the output is %s; gradients are float",
+                        tg__tensor_s(out));
     if (!gout) {
         if (out->numel != 1)
             return TG_ERROR(ctx, TG_EINVAL,
@@ -107,17 +120,66 @@ static void mark_needed(tg_ctx *ctx, tg_node *last)
     }
 }
 
+static tg_status stale(tg_ctx *ctx, const tg_node *node, const tg_tensor *t, const char *what,
+                       uint64_t then)
+{
+    return TG_ERROR(ctx, TG_ESTATE,
+                    "backward: %s (tape index %lld) needs %s %s as forward saw it (version %llu), "
+                    "but it has been modified since (version %llu): a write through tg_fill, "
+                    "tg_assign, tg_set, an optimiser step or an in-place op came between forward "
+                    "and backward",
+                    node->op->name, (long long)node->index, what, tg__tensor_s(t),
+                    (unsigned long long)then, (unsigned long long)t->version);
+}
+
+/* The values the vjp may read are those forward saw. */
+static tg_status check_versions(tg_ctx *ctx, const tg_node *node)
+{
+    char what[32];
+    for (int k = 0; k <= node->n_in; k++) {
+        const tg_tensor *t = k < node->n_in ? node->in[k] : node->out;
+        uint64_t then = node->in_version[k];
+        if (then == TG_VERSION_UNCHECKED || then == t->version)
+            continue;
+        if (k < node->n_in)
+            snprintf(what, sizeof what, "its input %d", k);
+        else
+            snprintf(what, sizeof what, "its output");
+        return stale(ctx, node, t, what, then);
+    }
+    for (int k = 0; k < node->n_saved; k++)
+        if (node->saved[k]->version != node->saved_version[k]) {
+            snprintf(what, sizeof what, "its saved tensor %d", k);
+            return stale(ctx, node, node->saved[k], what, node->saved_version[k]);
+        }
+    return TG_OK;
+}
+
 static tg_status run_vjp(tg_ctx *ctx, tg_node *node, tg_tensor **gin)
 {
+    if (!node->op->vjp)
+        return TG_ERROR(ctx, TG_ENOTSUP,
+                        "backward: the derivative of %s (tape index %lld) is not implemented: "
+                        "the op was registered without a vjp",
+                        node->op->name, (long long)node->index);
+    if (check_versions(ctx, node))
+        return ctx->errcode;
+    ctx->cur_op = node->op->name;
+    ctx->cur_phase = "backward of ";
     for (int k = 0; k < node->n_in; k++) {
         tg_tensor *x = node->in[k];
         gin[k] = NULL;
         if (x->requires_grad && !(gin[k] = grad_of(ctx, x)))
-            return ctx->errcode;
+            goto done;
     }
     tg_status st = node->op->vjp(ctx, node, node->out->grad, gin);
     if (st != TG_OK && ctx->errcode == TG_OK)
-        TG_ERROR(ctx, st, "%s: vjp failed (%s)", node->op->name, tg_status_str(st));
+        TG_ERROR(ctx, st, "backward of %s: vjp failed (%s)", node->op->name, tg_status_str(st));
+    for (int k = 0; ctx->anomaly && !ctx->errcode && k < node->n_in; k++)
+        if (gin[k])
+            tg__anomaly_check(ctx, node, gin[k], k);
+done:
+    ctx->cur_op = NULL;
     return ctx->errcode;
 }
 
@@ -170,8 +232,10 @@ tg_status tg_backward(tg_ctx *ctx, tg_tensor *loss) { return tg_backward_ex(ctx,
 
 void tg_tensor_zero_grad(tg_tensor *t)
 {
-    if (t && t->grad)
+    if (t && t->grad) {
         memset(t->grad->data, 0, (size_t)t->grad->numel * tg_dtype_size(t->grad->dtype));
+        t->grad->version++;
+    }
 }
 
 void tg_zero_grad(tg_ctx *ctx)

@@ -28,6 +28,8 @@ const char *tg_status_str(int status)
     case TG_EIO: return "i/o error";
     case TG_EFORMAT: return "malformed data";
     case TG_EINTERNAL: return "internal error";
+    case TG_ENOTSUP: return "not supported";
+    case TG_ENONFINITE: return "non-finite value";
     default: return "unknown status";
     }
 }
@@ -48,9 +50,9 @@ static void *default_alloc(void *ud, void *ptr, size_t old_size, size_t new_size
 int tg__oom(tg_ctx *ctx, size_t bytes)
 {
     if (ctx->cur_op)
-        return TG_ERROR(ctx, TG_ENOMEM, "%s: out of memory (allocating %zu bytes)", ctx->cur_op,
-                        bytes);
-    return TG_ERROR(ctx, TG_ENOMEM, "out of memory (allocating %zu bytes)", bytes);
+        return TG_ERROR(ctx, TG_ENOMEM, "%s%s: out of memory allocating %zu bytes",
+                        ctx->cur_phase ? ctx->cur_phase : "", ctx->cur_op, bytes);
+    return TG_ERROR(ctx, TG_ENOMEM, "out of memory allocating %zu bytes", bytes);
 }
 
 void *tg__realloc(tg_ctx *ctx, void *ptr, size_t old_size, size_t new_size)
@@ -79,14 +81,13 @@ void tg__free(tg_ctx *ctx, void *ptr, size_t size)
 
 /* ---------------------------------------------------------------- lifetime */
 
-tg_ctx *tg_ctx_new(uint64_t seed)
+static bool env_checked(void)
 {
-    tg_ctx_opts o = {0};
-    o.seed = seed;
-    return tg_ctx_new_opts(&o);
+    const char *v = getenv("TAPEGRAD_CHECKED");
+    return v && v[0] && strcmp(v, "0") != 0;
 }
 
-tg_ctx *tg_ctx_new_opts(const tg_ctx_opts *opts)
+tg_ctx *tg__ctx_create(const tg_ctx_opts *opts)
 {
     tg_ctx_opts o = {0};
     if (opts)
@@ -103,20 +104,19 @@ tg_ctx *tg_ctx_new_opts(const tg_ctx_opts *opts)
     ctx->chunk_size = o.arena_chunk ? o.arena_chunk : (size_t)1 << 20;
     ctx->grad_enabled = true;
     ctx->training = true;
+    ctx->checked = o.checked || env_checked();
+    ctx->step = 1;
     tg_seed(ctx, o.seed);
-    if (tg__register_builtins(ctx) != TG_OK) {
-        tg_ctx_free(ctx);
-        return NULL;
-    }
     return ctx;
 }
+
+bool tg_checked(const tg_ctx *ctx) { return ctx && ctx->checked; }
 
 void tg_ctx_free(tg_ctx *ctx)
 {
     if (!ctx)
         return;
-    while (ctx->params)
-        tg_param_free(ctx, &ctx->params->t);
+    tg__params_free_all(ctx);
     tg__arena_free_all(ctx);
     tg__free(ctx, ctx->tape, ctx->tape_cap * sizeof *ctx->tape);
     ctx->alloc(ctx->alloc_ud, ctx, sizeof *ctx, 0);
@@ -127,6 +127,7 @@ void tg_reset(tg_ctx *ctx)
     if (!ctx)
         return;
     ctx->tape_len = 0;
+    ctx->step++;
     tg__arena_reset(ctx);
 }
 
@@ -144,7 +145,8 @@ void tg_ctx_stats(const tg_ctx *ctx, tg_stats *out)
         out->arena_chunks++;
     }
     out->tape_len = ctx->tape_len;
-    out->params = ctx->n_params;
+    out->params = ctx->params.n;
+    out->buffers = ctx->buffers.n;
 }
 
 /* ---------------------------------------------------------------- errors */
@@ -214,6 +216,42 @@ bool tg_set_training(tg_ctx *ctx, bool training)
 }
 
 bool tg_training(const tg_ctx *ctx) { return ctx && ctx->training; }
+
+bool tg_set_detect_anomaly(tg_ctx *ctx, bool enabled)
+{
+    if (!ctx)
+        return false;
+    bool prev = ctx->anomaly;
+    ctx->anomaly = enabled;
+    return prev;
+}
+
+bool tg_detect_anomaly(const tg_ctx *ctx) { return ctx && ctx->anomaly; }
+
+tg_ctx *tg_at(tg_ctx *ctx, const char *file, int line)
+{
+    if (ctx) {
+        ctx->site_file = file;
+        ctx->site_line = line;
+    }
+    return ctx;
+}
+
+/* ---------------------------------------------------------------- numbers in messages */
+
+const char *tg__num(double v)
+{
+    static _Thread_local char bufs[8][32];
+    static _Thread_local unsigned next;
+    char *b = bufs[next++ & 7];
+    /* the fewest digits that read back as v */
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(b, sizeof bufs[0], "%.*g", prec, v);
+        if (strtod(b, NULL) == v || v != v)
+            break;
+    }
+    return b;
+}
 
 /* ---------------------------------------------------------------- RNG */
 

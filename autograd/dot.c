@@ -63,7 +63,8 @@ static void tensor_label(dot *d, const tg_tensor *t)
     } else if (t == d->out && t->numel == 1) {
         fputs("loss\\n", f);
     }
-    fprintf(f, "%s %s", tg__shape_s(t), t->dtype == TG_F32 ? "f32" : "f64");
+    static const char *const short_names[] = {"f32", "f64", "i64"};
+    fprintf(f, "%s %s", tg__shape_s(t), short_names[t->dtype]);
     if (d->opts && d->opts->show_grad_norm && t->grad) {
         double s = 0;
         for (int64_t i = 0; i < t->grad->numel; i++)
@@ -79,6 +80,8 @@ static void tensor_node(dot *d, const char *id, const tg_tensor *t)
     if (t == d->out)
         style = t->numel == 1 ? "shape=doubleoctagon, style=filled, fillcolor=\"#f4b6b6\""
                               : "shape=doubleoctagon";
+    else if (t->kind == TG_KIND_BUFFER)
+        style = "shape=box, style=\"filled,dashed\", fillcolor=\"#d5ecd4\"";
     else if (t->persistent)
         style = "shape=box, style=filled, fillcolor=\"#bcd4f6\"";
     else if (!t->node && t->requires_grad)

@@ -225,6 +225,7 @@ static tg_status numeric(check *c, int case_no, const char *desc, tg_gradcheck_r
         tg_tensor *x = c->in[i];
         if (!x->requires_grad)
             continue;
+        uint64_t version = x->version; /* the values come back exactly */
         for (int64_t j = 0; j < x->numel; j++) {
             double orig = tg_get(x, j);
             tg_set(x, j, orig + c->eps);
@@ -233,6 +234,7 @@ static tg_status numeric(check *c, int case_no, const char *desc, tg_gradcheck_r
             if (st == TG_OK)
                 st = eval_y(c, c->ym);
             tg_set(x, j, orig);
+            x->version = version;
             if (st != TG_OK)
                 return st;
             if (c->rows == c->out_numel) {

@@ -1,6 +1,8 @@
 /*
- * impl.h: the one private header. Internal cross-file helpers are named
- * tg__*; everything else inside a .c file is static.
+ * impl.h: the engine's private header (autograd/). Internal cross-file
+ * helpers are named tg__*; everything else inside a .c file is static.
+ * The engine knows nothing of the ops: ops/ops_impl.h builds on this
+ * header, never the other way round.
  */
 #ifndef TAPEGRAD_IMPL_H
 #define TAPEGRAD_IMPL_H
@@ -27,13 +29,22 @@ typedef struct tg__freebuf {
     size_t bytes;
 } tg__freebuf;
 
-/* A parameter (or a parameter's gradient): one allocator block. */
+/* A parameter, a buffer or a parameter's gradient: one allocator block.
+ * Parameters and buffers are linked into the context's two lists, which
+ * are the records that decide what is live. */
 typedef struct tg__ptensor {
     tg_tensor t;
-    struct tg__ptensor *prev, *next; /* the context's parameter list */
+    struct tg__ptensor *prev, *next; /* the context's list of this kind */
     struct tg__ptensor *grad_block;  /* its gradient's block, if any */
     size_t block;                    /* bytes of this block */
+    char *renamed;                   /* a name set after creation, in its own block */
 } tg__ptensor;
+
+/* One of the context's two lists of persistent tensors. */
+typedef struct tg__plist {
+    tg__ptensor *first, *last;
+    size_t n;
+} tg__plist;
 
 /* Where the arena and tape stood, to come back to (gradcheck uses it). */
 typedef struct tg__mark {
@@ -54,6 +65,9 @@ struct tg_ctx {
     size_t chunk_size;
     size_t arena_used;
     tg__freebuf *freebufs; /* released gradient buffers of this step */
+    uint64_t step;         /* bumped by every tg_reset; step tensors carry theirs */
+    bool checked;          /* checked mode: chunks of ended steps are quarantined */
+    tg__chunk *quarantine[TG_CHECKED_STEPS]; /* checked mode: the last steps' chunk lists */
 
     tg_node **tape;
     size_t tape_len, tape_cap;
@@ -62,14 +76,18 @@ struct tg_ctx {
     int errline;
     const char *errfile;
     char errmsg[512];
-    const char *cur_op;    /* the op whose forward is running, for OOM messages */
+    const char *cur_op;    /* the op whose forward or vjp is running, for messages */
+    const char *cur_phase; /* "" in forward, "backward of " in a vjp */
 
     uint64_t rng[4];
     bool grad_enabled;
     bool training;
+    bool anomaly;
 
-    tg__ptensor *params, *params_last;
-    size_t n_params;
+    const char *site_file; /* the caller's position, from tg_at */
+    int site_line;
+
+    tg__plist params, buffers;
 };
 
 /* Fails fast when the context is NULL or already holds an error. */
@@ -79,18 +97,8 @@ struct tg_ctx {
             return ret;                           \
     } while (0)
 
-/* Runs the statement list once with T = float and once with T = double,
- * picking by dtype at run time: the one source of every typed kernel. */
-#define TG__DISPATCH(dtype, T, ...)             \
-    do {                                        \
-        if ((dtype) == TG_F32) {                \
-            typedef float T;                    \
-            __VA_ARGS__                         \
-        } else {                                \
-            typedef double T;                   \
-            __VA_ARGS__                         \
-        }                                       \
-    } while (0)
+/* The library's kernels use the public dispatch (tapegrad/op.h). */
+#define TG__DISPATCH TG_DISPATCH_FLOAT
 
 /* ---- context.c: the allocator hook, with accounting and error reporting */
 void *tg__malloc(tg_ctx *ctx, size_t bytes);
@@ -108,66 +116,57 @@ void tg__mark_rewind(tg_ctx *ctx, tg__mark m);
 void *tg__grad_buffer(tg_ctx *ctx, size_t bytes);
 void tg__grad_release(tg_ctx *ctx, void *buf, size_t bytes);
 
+/* ---- context.c */
+/* A number for a message, so that different numbers look different: the
+ * shortest text that reads back as the same double ("1.0000001", "0.1").
+ * Rotates over eight thread-local buffers. */
+const char *tg__num(double v);
+
 /* ---- tensor.c */
-/* Checks dtype, ndim and dims; names the caller `who` in the message. */
+/* Checks dtype, ndim and dims; names the caller `who` in the message. An
+ * element count that overflows is TG_ESHAPE. */
 tg_status tg__check_shape(tg_ctx *ctx, const char *who, tg_dtype dtype, int ndim,
                           const int64_t *shape, int64_t *numel);
 /* A step tensor header; data is allocated when with_data is set. */
 tg_tensor *tg__tensor_new(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape,
                           bool with_data);
-/* A zero-filled persistent tensor block (a parameter or a parameter's gradient). */
-tg__ptensor *tg__ptensor_new(tg_ctx *ctx, const char *who, tg_dtype dtype, int ndim,
-                             const int64_t *shape, const char *name);
+/* A zero-filled persistent tensor block of the given kind, not linked anywhere. */
+tg__ptensor *tg__ptensor_new(tg_ctx *ctx, const char *who, tg_kind kind, tg_dtype dtype,
+                             int ndim, const int64_t *shape, const char *name);
+/* The record of t when it is a live parameter (or buffer) of ctx, else NULL. */
+tg__ptensor *tg__param_record(const tg_ctx *ctx, const tg_tensor *t);
+/* Frees every parameter and buffer (tg_ctx_free). */
+void tg__params_free_all(tg_ctx *ctx);
 /* Formats a shape as "(2, 3)". */
 int tg__shape_fmt(char *buf, size_t size, int ndim, const int64_t *shape);
 /* A short-lived "(2, 3)" string for messages (rotates over four buffers). */
 const char *tg__shape_s(const tg_tensor *t);
-/* Validates a tensor argument: non-NULL, sane dtype. */
+/* Validates a tensor argument: non-NULL, sane dtype, made by ctx, and alive
+ * (persistent, or made in the current step). */
 tg_status tg__check_tensor(tg_ctx *ctx, const char *who, const char *what, const tg_tensor *t);
 /* Validates in[0..n-1] with tg__check_tensor, naming them "input i". */
 tg_status tg__check_inputs(tg_ctx *ctx, const char *who, tg_tensor *const *in, int n);
+/* "'name' (2, 3) float32" or "(2, 3) float32": how messages name a tensor.
+ * Rotates over four thread-local buffers. */
+const char *tg__tensor_s(const tg_tensor *t);
 /* Both inputs share a dtype, or an error naming the op. */
 tg_status tg__same_dtype(tg_ctx *ctx, const char *who, const tg_tensor *a, const tg_tensor *b);
 /* Normalises a possibly negative axis; -1 and an error when out of range. */
 int tg__axis(tg_ctx *ctx, const char *who, int axis, int ndim);
+/* Element count of a shape, or -1 when the product overflows int64. */
+int64_t tg__numel(int ndim, const int64_t *shape);
+
+/* ---- tape.c */
+/* Anomaly mode: TG_ENONFINITE naming the node when t holds a NaN or Inf;
+ * input is -1 for the node's output, else the input whose gradient t is. */
+tg_status tg__anomaly_check(tg_ctx *ctx, const tg_node *node, const tg_tensor *t, int input);
 
 /* ---- registry.c */
-tg_status tg__register_builtins(tg_ctx *ctx);
+/* Registers the ops of a table, skipping those already registered (the
+ * built-ins are registered by ops/builtin.c through this, once). */
+tg_status tg__register_all(tg_ctx *ctx, const tg_op *const *ops, size_t n);
 
-/* ---- the built-in ops, one line each in ops/builtin.def */
-#define TG__BUILTIN(name) extern const tg_op tg__op_##name;
-#include "../ops/builtin.def"
-#undef TG__BUILTIN
-
-/* ---- ops/broadcast.c: NumPy broadcasting of up to three operands */
-typedef struct tg__bcast {
-    int ndim;                           /* of the output */
-    int64_t shape[TG_MAX_DIMS];         /* the output shape */
-    int64_t stride[3][TG_MAX_DIMS];     /* element strides; 0 on broadcast dims */
-    int64_t numel;
-} tg__bcast;
-
-/* The broadcast shape of a and b, or an error naming the op. */
-tg_status tg__bcast_shape(tg_ctx *ctx, const char *who, const tg_tensor *a, const tg_tensor *b,
-                          int *ndim, int64_t *shape);
-/* Strides of operands out (0), a (1), b (2) over out's shape. b may be NULL. */
-void tg__bcast_init(tg__bcast *it, const tg_tensor *out, const tg_tensor *a, const tg_tensor *b);
-/* Calls row() for each innermost row: n elements, each operand's offset of
- * the row's first element, and its stride along the row. */
-typedef void (*tg__row_fn)(void *ud, int64_t n, const int64_t off[3], const int64_t inc[3]);
-void tg__bcast_rows(const tg__bcast *it, tg__row_fn row, void *ud);
-
-/* ---- ops/matmul.c: C (m x n) = op(A) op(B) (+ C when accumulate), row-major, through CBLAS */
-void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
-              int64_t lda, const void *b, int64_t ldb, bool accumulate, void *c, int64_t ldc);
-
-/* ---- ops/softmax.c: (log-)softmax of outer x inner lines of n values, stride inner */
-void tg__softmax_lines(tg_dtype dt, const void *x, void *y, int64_t outer, int64_t n,
-                       int64_t inner, bool logp);
-
-/* ---- ops/broadcast.c: helpers for sample generators */
-/* A float64 step tensor of uniform values in [lo, hi), requires_grad as given. */
-tg_tensor *tg__sample_rand(tg_ctx *ctx, int ndim, const int64_t *shape, double lo, double hi,
-                           bool requires_grad);
+/* ---- context.c: the context proper; tg_ctx_new_opts (ops/builtin.c) adds the built-in ops */
+tg_ctx *tg__ctx_create(const tg_ctx_opts *opts);
 
 #endif

@@ -2,20 +2,22 @@
  * registry.c: the process-wide op registry, a uthash table keyed by name.
  *
  * Invariants: the table is kept sorted by name (so iteration order is
- * stable); it only grows; a lock serialises every access. uthash is built
- * with HASH_NONFATAL_OOM and allocates through the allocator of the context
- * that is registering, so running out of memory is a TG_ENOMEM error.
+ * stable); it only grows; a lock serialises every access. The registry
+ * owns its memory: entries come from the C library's allocator (uthash
+ * built with HASH_NONFATAL_OOM, so running out is a TG_ENOMEM error, never
+ * an exit) and are released by a destructor when the process ends. No
+ * context's allocator is ever borrowed.
  */
 #include "impl.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 
-static tg_ctx *reg_ctx;  /* the registering context, while the lock is held */
 static int reg_oom;
 
 #define HASH_NONFATAL_OOM 1
-#define uthash_malloc(sz) tg__malloc(reg_ctx, (sz))
-#define uthash_free(ptr, sz) tg__free(reg_ctx, (ptr), (sz))
+#define uthash_malloc(sz) malloc(sz)
+#define uthash_free(ptr, sz) free(ptr)
 #define uthash_nonfatal_oom(obj) (reg_oom = 1)
 #include <uthash.h>
 
@@ -25,7 +27,6 @@ typedef struct opent {
 } opent;
 
 static opent *table;
-static bool builtins_done;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int by_name(const opent *a, const opent *b) { return strcmp(a->op->name, b->op->name); }
@@ -44,6 +45,14 @@ static tg_status check_op(tg_ctx *ctx, const tg_op *op)
     if (op->attr_size > TG_ATTR_MAX)
         return TG_ERROR(ctx, TG_EINVAL, "op_register: %s has %zu bytes of attributes; at most %d",
                         op->name, op->attr_size, TG_ATTR_MAX);
+    if (!op->vjp && !(op->flags & TG_OP_NO_VJP))
+        return TG_ERROR(ctx, TG_EINVAL,
+                        "op_register: %s has no vjp; give it one, or declare that it has none "
+                        "with .flags = TG_OP_NO_VJP (backward through it is then an error)",
+                        op->name);
+    if (op->vjp && (op->flags & TG_OP_NO_VJP))
+        return TG_ERROR(ctx, TG_EINVAL, "op_register: %s has a vjp but sets TG_OP_NO_VJP",
+                        op->name);
     return TG_OK;
 }
 
@@ -55,18 +64,15 @@ static tg_status add_locked(tg_ctx *ctx, const tg_op *op)
     if (e)
         return TG_ERROR(ctx, TG_EEXIST, "op_register: an op named '%s' is already registered",
                         op->name);
-    e = tg__malloc(ctx, sizeof *e);
+    e = calloc(1, sizeof *e);
     if (!e)
-        return ctx->errcode;
-    memset(e, 0, sizeof *e);
+        return TG_ERROR(ctx, TG_ENOMEM, "op_register: %s: out of memory", op->name);
     e->op = op;
-    reg_ctx = ctx;
     reg_oom = 0;
     HASH_ADD_KEYPTR(hh, table, op->name, strlen(op->name), e);
-    reg_ctx = NULL;
     if (reg_oom) {
-        tg__free(ctx, e, sizeof *e);
-        return ctx->errcode ? ctx->errcode : tg__oom(ctx, sizeof(UT_hash_table));
+        free(e);
+        return TG_ERROR(ctx, TG_ENOMEM, "op_register: %s: out of memory", op->name);
     }
     HASH_SRT(hh, table, by_name);
     return TG_OK;
@@ -83,26 +89,30 @@ tg_status tg_op_register(tg_ctx *ctx, const tg_op *op)
     return st;
 }
 
-static const tg_op *const builtins[] = {
-#define TG__BUILTIN(name) &tg__op_##name,
-#include "../ops/builtin.def"
-#undef TG__BUILTIN
-};
-
-tg_status tg__register_builtins(tg_ctx *ctx)
+tg_status tg__register_all(tg_ctx *ctx, const tg_op *const *ops, size_t n)
 {
     static pthread_mutex_t once_lock = PTHREAD_MUTEX_INITIALIZER;
+    static bool done;
     tg_status st = TG_OK;
     pthread_mutex_lock(&once_lock);
-    /* through the public call; an op left from a failed earlier try is skipped */
-    for (size_t i = 0; !builtins_done && i < sizeof builtins / sizeof builtins[0]; i++) {
-        if (!tg_op_find(builtins[i]->name) && (st = tg_op_register(ctx, builtins[i])) != TG_OK)
+    /* an op left from a failed earlier try is skipped */
+    for (size_t i = 0; !done && i < n; i++)
+        if (!tg_op_find(ops[i]->name) && (st = tg_op_register(ctx, ops[i])) != TG_OK)
             break;
-    }
     if (st == TG_OK)
-        builtins_done = true;
+        done = true;
     pthread_mutex_unlock(&once_lock);
     return st;
+}
+
+/* The process is ending: give the table back. */
+__attribute__((destructor)) static void registry_free(void)
+{
+    opent *e, *tmp;
+    HASH_ITER(hh, table, e, tmp) {
+        HASH_DEL(table, e);
+        free(e);
+    }
 }
 
 const tg_op *tg_op_find(const char *name)
@@ -122,7 +132,7 @@ const tg_op *tg_op_next(const tg_op *prev)
     pthread_mutex_lock(&lock);
     if (!prev) {
         e = table;
-    } else {
+    } else if (prev->name) {
         HASH_FIND_STR(table, prev->name, e);
         e = e ? e->hh.next : NULL;
     }

@@ -3,9 +3,13 @@
  *
  * Invariants: tape[i]->index == i; a node's inputs were all created before
  * it, so the tape is in topological order; the tape array keeps its
- * capacity across tg_reset (a steady loop does not reallocate it).
+ * capacity across tg_reset (a steady loop does not reallocate it); a
+ * recorded node holds the versions of its inputs, output and saved tensors
+ * as forward left them, for backward to compare.
  */
 #include "impl.h"
+
+#include <math.h>
 
 static tg_status tape_push(tg_ctx *ctx, tg_node *node)
 {
@@ -39,6 +43,11 @@ static tg_status check_inputs(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in
         return TG_ERROR(ctx, TG_EINVAL, "%s: the input array is NULL", op->name);
     if (tg__check_inputs(ctx, op->name, in, n))
         return ctx->errcode;
+    if (!(op->flags & TG_OP_INT64_INPUTS))
+        for (int i = 0; i < n; i++)
+            if (!tg_dtype_is_float(in[i]->dtype))
+                return TG_ERROR(ctx, TG_EDTYPE, "%s: input %d is %s; %s takes float32 or float64",
+                                op->name, i, tg__tensor_s(in[i]), op->name);
     if (op->attr_size && !attrs)
         return TG_ERROR(ctx, TG_EINVAL, "%s: attributes are NULL", op->name);
     return TG_OK;
@@ -54,7 +63,9 @@ tg_tensor *tg_apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n, c
     if (check_inputs(ctx, op, in, n, attrs))
         return NULL;
 
-    tg_node *node = tg__arena_alloc(ctx, sizeof *node + (size_t)n * sizeof(tg_tensor *) +
+    /* node, in[n], in_version[n + 1], attrs: one block */
+    size_t vers = (size_t)(n + 1) * sizeof(uint64_t);
+    tg_node *node = tg__arena_alloc(ctx, sizeof *node + (size_t)n * sizeof(tg_tensor *) + vers +
                                              op->attr_size);
     if (!node)
         return NULL;
@@ -63,19 +74,24 @@ tg_tensor *tg_apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n, c
     node->index = -1;
     node->n_in = n;
     node->in = (tg_tensor **)(node + 1);
+    node->in_version = (uint64_t *)(node->in + n);
+    memset(node->in_version, 0, vers);
+    node->file = ctx->site_file;
+    node->line = ctx->site_line;
     bool any_grad = false;
     for (int i = 0; i < n; i++) {
         node->in[i] = in[i];
         any_grad |= in[i]->requires_grad;
     }
     if (op->attr_size) {
-        void *a = (unsigned char *)(node->in + n);
+        void *a = (unsigned char *)(node->in_version + n + 1);
         memcpy(a, attrs, op->attr_size);
         node->attrs = a;
     }
-    node->recording = ctx->grad_enabled && any_grad && op->vjp;
+    node->recording = ctx->grad_enabled && any_grad;
 
     ctx->cur_op = op->name;
+    ctx->cur_phase = "";
     tg_tensor *out = op->forward(ctx, node);
     ctx->cur_op = NULL;
     if (ctx->errcode)
@@ -84,19 +100,78 @@ tg_tensor *tg_apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n, c
         TG_ERROR(ctx, TG_EINTERNAL, "%s: forward returned NULL without raising an error", op->name);
         return NULL;
     }
+    if (out->ctx != ctx || out->persistent || out->step != ctx->step || out->node) {
+        TG_ERROR(ctx, TG_EINTERNAL, "%s: forward must return a new step tensor", op->name);
+        return NULL;
+    }
     for (int i = 0; i < n; i++)
-        if (out == in[i] || out->persistent) {
+        if (out == in[i]) {
             TG_ERROR(ctx, TG_EINTERNAL, "%s: forward must return a new step tensor", op->name);
             return NULL;
         }
     node->out = out;
-    if (node->recording) {
+    if (node->recording && tg_dtype_is_float(out->dtype)) {
+        for (int i = 0; i < n; i++)
+            if (node->in_version[i] != TG_VERSION_UNCHECKED)
+                node->in_version[i] = in[i]->version;
+        if (node->in_version[n] != TG_VERSION_UNCHECKED)
+            node->in_version[n] = out->version;
+        for (int i = 0; i < node->n_saved; i++)
+            node->saved_version[i] = node->saved[i]->version;
         if (tape_push(ctx, node))
             return NULL;
         out->node = node;
         out->requires_grad = true;
+    } else {
+        node->recording = false;
     }
+    if (ctx->anomaly && tg__anomaly_check(ctx, node, out, -1))
+        return NULL;
     return out;
+}
+
+static const char *first_bad(const tg_tensor *t, int64_t *at)
+{
+    TG_DISPATCH_FLOAT(t->dtype, T, {
+        const T *d = t->data;
+        for (int64_t i = 0; i < t->numel; i++)
+            if (!isfinite(d[i])) {
+                *at = i;
+                return isnan(d[i]) ? "NaN" : "Inf";
+            }
+    });
+    return NULL;
+}
+
+tg_status tg__anomaly_check(tg_ctx *ctx, const tg_node *node, const tg_tensor *t, int input)
+{
+    int64_t at;
+    const char *bad = first_bad(t, &at);
+    if (!bad)
+        return TG_OK;
+    char shapes[200] = "";
+    size_t len = 0;
+    for (int i = 0; i < node->n_in && len < sizeof shapes; i++)
+        len += (size_t)snprintf(shapes + len, sizeof shapes - len, "%s%s", i ? ", " : "",
+                                tg__shape_s(node->in[i]));
+    char where[160];
+    if (node->file)
+        snprintf(where, sizeof where, ", recorded at %s:%d", node->file, node->line);
+    else
+        where[0] = '\0';
+    char index[32];
+    if (node->index >= 0)
+        snprintf(index, sizeof index, "tape index %lld", (long long)node->index);
+    else
+        snprintf(index, sizeof index, "not recorded");
+    if (input < 0)
+        return TG_ERROR(ctx, TG_ENONFINITE,
+                        "anomaly: %s (%s%s) produced %s at output element %lld; input shapes %s",
+                        node->op->name, index, where, bad, (long long)at, shapes);
+    return TG_ERROR(ctx, TG_ENONFINITE,
+                    "anomaly: backward of %s (%s%s) produced %s in the gradient of input %d at "
+                    "element %lld; input shapes %s",
+                    node->op->name, index, where, bad, input, (long long)at, shapes);
 }
 
 tg_tensor *tg_apply_named(tg_ctx *ctx, const char *name, tg_tensor *const *in, int n,
@@ -122,6 +197,14 @@ tg_tensor *tg_node_save(tg_ctx *ctx, tg_node *node, tg_tensor *t)
         TG_ERROR(ctx, TG_EINVAL, "%s: saves more than %d tensors", node->op->name, TG_MAX_SAVED);
         return NULL;
     }
+    if (tg__check_tensor(ctx, node->op->name, "a saved tensor", t))
+        return NULL;
     node->saved[node->n_saved++] = t;
     return t;
+}
+
+void tg_node_value_unused(tg_node *node, int i)
+{
+    if (node && i >= -1 && i < node->n_in)
+        node->in_version[i < 0 ? node->n_in : i] = TG_VERSION_UNCHECKED;
 }

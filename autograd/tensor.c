@@ -1,19 +1,25 @@
 /*
- * tensor.c: creating, filling, converting and printing tensors; parameters.
+ * tensor.c: creating, filling, converting and printing tensors; parameters
+ * and buffers.
  *
- * A step tensor is a header and its data, both in the step arena. A
- * parameter is one allocator block: header, name and data, linked into the
- * context's parameter list; its gradient is a second block of the same kind.
+ * A step tensor is a header and its data, both in the step arena, stamped
+ * with its context and step. A parameter or buffer is one allocator block:
+ * header, name and data, linked into the context's list of its kind; a
+ * parameter's gradient is a second block of the same kind, owned by the
+ * parameter's record. Those lists are the only records of what is live:
+ * nothing is freed on the word of a field in the public struct.
  */
 #include "impl.h"
 
 #include <inttypes.h>
+#include <math.h>
 
 const char *tg_dtype_name(tg_dtype dtype)
 {
     switch (dtype) {
     case TG_F32: return "float32";
     case TG_F64: return "float64";
+    case TG_I64: return "int64";
     default: return "?";
     }
 }
@@ -23,9 +29,12 @@ size_t tg_dtype_size(tg_dtype dtype)
     switch (dtype) {
     case TG_F32: return 4;
     case TG_F64: return 8;
+    case TG_I64: return 8;
     default: return 0;
     }
 }
+
+bool tg_dtype_is_float(tg_dtype dtype) { return dtype == TG_F32 || dtype == TG_F64; }
 
 int tg__shape_fmt(char *buf, size_t size, int ndim, const int64_t *shape)
 {
@@ -65,6 +74,16 @@ bool tg_same_shape(const tg_tensor *a, const tg_tensor *b)
     return true;
 }
 
+int64_t tg__numel(int ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || __builtin_mul_overflow(n, shape[i], &n))
+            return -1;
+    }
+    return n;
+}
+
 tg_status tg__check_shape(tg_ctx *ctx, const char *who, tg_dtype dtype, int ndim,
                           const int64_t *shape, int64_t *numel)
 {
@@ -75,34 +94,65 @@ tg_status tg__check_shape(tg_ctx *ctx, const char *who, tg_dtype dtype, int ndim
                         TG_MAX_DIMS);
     if (ndim > 0 && !shape)
         return TG_ERROR(ctx, TG_EINVAL, "%s: shape is NULL", who);
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
+    for (int i = 0; i < ndim; i++)
         if (shape[i] < 0)
             return TG_ERROR(ctx, TG_EINVAL, "%s: dimension %d is %" PRId64 "; must be >= 0", who,
                             i, shape[i]);
-        if (shape[i] > 0 && n > (INT64_MAX / 8) / shape[i])
-            return TG_ERROR(ctx, TG_ENOMEM, "%s: %s elements overflow", who, "the shape's");
-        n *= shape[i];
+    int64_t n = tg__numel(ndim, shape);
+    /* the byte count must fit in size_t and int64 too */
+    if (n < 0 || n > INT64_MAX / 8) {
+        char buf[160];
+        tg__shape_fmt(buf, sizeof buf, ndim, shape);
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: shape %s has more elements than can be addressed",
+                        who, buf);
     }
     *numel = n;
     return TG_OK;
+}
+
+const char *tg__tensor_s(const tg_tensor *t)
+{
+    static _Thread_local char bufs[4][200];
+    static _Thread_local int next;
+    char *b = bufs[next++ & 3];
+    char shape[96];
+    tg_shape_str(t, shape, sizeof shape);
+    if (t && t->name)
+        snprintf(b, sizeof bufs[0], "'%.60s' %s %s", t->name, shape, tg_dtype_name(t->dtype));
+    else
+        snprintf(b, sizeof bufs[0], "%s %s", shape, t ? tg_dtype_name(t->dtype) : "");
+    return b;
+}
+
+/* A tensor is alive when it is persistent or was made in the current step. */
+static bool alive(const tg_ctx *ctx, const tg_tensor *t)
+{
+    return t->ctx == ctx && (t->persistent || t->step == ctx->step);
 }
 
 tg_status tg__check_tensor(tg_ctx *ctx, const char *who, const char *what, const tg_tensor *t)
 {
     if (!t)
         return TG_ERROR(ctx, TG_EINVAL, "%s: %s is NULL", who, what);
+    if (t->ctx != ctx)
+        return TG_ERROR(ctx, TG_EINVAL, "%s: %s belongs to another context", who, what);
     if (tg_dtype_size(t->dtype) == 0)
         return TG_ERROR(ctx, TG_EDTYPE, "%s: %s has an unknown dtype %d", who, what,
                         (int)t->dtype);
+    if (!t->persistent && t->step != ctx->step)
+        return TG_ERROR(ctx, TG_ESTATE,
+                        "%s: %s %s is from an ended step (made in step %llu, this is step %llu; "
+                        "tg_reset ended it)",
+                        who, what, tg__tensor_s(t), (unsigned long long)t->step,
+                        (unsigned long long)ctx->step);
     return TG_OK;
 }
 
 tg_status tg__check_inputs(tg_ctx *ctx, const char *who, tg_tensor *const *in, int n)
 {
     for (int i = 0; i < n; i++) {
-        if (in[i] && tg_dtype_size(in[i]->dtype))
-            continue; /* the common case: no message to format */
+        if (in[i] && tg_dtype_size(in[i]->dtype) && alive(ctx, in[i]))
+            continue; /* the common case: no message to format, no list to walk */
         char what[32];
         snprintf(what, sizeof what, "input %d", i);
         return tg__check_tensor(ctx, who, what, in[i]);
@@ -128,9 +178,12 @@ int tg__axis(tg_ctx *ctx, const char *who, int axis, int ndim)
     return a;
 }
 
-static void set_shape(tg_tensor *t, tg_dtype dtype, int ndim, const int64_t *shape, int64_t numel)
+static void set_shape(tg_ctx *ctx, tg_tensor *t, tg_dtype dtype, int ndim, const int64_t *shape,
+                      int64_t numel)
 {
     memset(t, 0, sizeof *t);
+    t->ctx = ctx;
+    t->step = ctx->step;
     t->dtype = dtype;
     t->ndim = ndim;
     for (int i = 0; i < TG_MAX_DIMS; i++)
@@ -150,7 +203,7 @@ tg_tensor *tg__tensor_new(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *
     if (!p)
         return NULL;
     tg_tensor *t = (tg_tensor *)p;
-    set_shape(t, dtype, ndim, shape, numel);
+    set_shape(ctx, t, dtype, ndim, shape, numel);
     t->data = with_data ? p + head : NULL;
     return t;
 }
@@ -210,23 +263,51 @@ tg_tensor *tg_from_f64(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *sha
     return t;
 }
 
+static tg_status check_random(tg_ctx *ctx, const char *who, tg_dtype dtype, double a, double b,
+                               const char *an, const char *bn, bool ordered)
+{
+    if (!tg_dtype_is_float(dtype))
+        return TG_ERROR(ctx, TG_EDTYPE, "%s: dtype %s; random tensors are float32 or float64", who,
+                        tg_dtype_name(dtype));
+    if (!isfinite(a) || !isfinite(b))
+        return TG_ERROR(ctx, TG_EINVAL, "%s: %s = %s and %s = %s must be finite", who, an,
+                        tg__num(a), bn, tg__num(b));
+    if (ordered ? a > b : b < 0)
+        return TG_ERROR(ctx, TG_EINVAL, ordered ? "%s: %s = %s is above %s = %s"
+                                                : "%s: %s = %s, %s = %s is negative",
+                        who, an, tg__num(a), bn, tg__num(b));
+    return TG_OK;
+}
+
 tg_tensor *tg_rand(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape, double lo,
                    double hi)
 {
+    TG__GUARD(ctx, NULL);
+    if (check_random(ctx, "rand", dtype, lo, hi, "lo", "hi", true))
+        return NULL;
     tg_tensor *t = tg_empty(ctx, dtype, ndim, shape);
     if (t)
-        for (int64_t i = 0; i < t->numel; i++)
-            tg_set(t, i, lo + (hi - lo) * tg_rand_uniform(ctx));
+        TG__DISPATCH(dtype, T, {
+            T *d = t->data;
+            for (int64_t i = 0; i < t->numel; i++)
+                d[i] = (T)(lo + (hi - lo) * tg_rand_uniform(ctx));
+        });
     return t;
 }
 
 tg_tensor *tg_randn(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape, double mean,
                     double std)
 {
+    TG__GUARD(ctx, NULL);
+    if (check_random(ctx, "randn", dtype, mean, std, "mean", "std", false))
+        return NULL;
     tg_tensor *t = tg_empty(ctx, dtype, ndim, shape);
     if (t)
-        for (int64_t i = 0; i < t->numel; i++)
-            tg_set(t, i, mean + std * tg_rand_normal(ctx));
+        TG__DISPATCH(dtype, T, {
+            T *d = t->data;
+            for (int64_t i = 0; i < t->numel; i++)
+                d[i] = (T)(mean + std * tg_rand_normal(ctx));
+        });
     return t;
 }
 
@@ -257,6 +338,7 @@ tg_status tg_assign(tg_ctx *ctx, tg_tensor *dst, const tg_tensor *src)
     if (dst->numel != src->numel || !tg_same_shape(dst, src))
         return TG_ERROR(ctx, TG_ESHAPE, "assign: dst is %s but src is %s", tg__shape_s(dst),
                         tg__shape_s(src));
+    dst->version++;
     if (dst->data == src->data)
         return TG_OK;
     if (dst->dtype == src->dtype) {
@@ -277,6 +359,7 @@ tg_status tg_assign_f64(tg_ctx *ctx, tg_tensor *t, const double *values)
         return TG_ERROR(ctx, TG_EINVAL, "assign_f64: values is NULL");
     for (int64_t i = 0; i < t->numel; i++)
         tg_set(t, i, values[i]);
+    t->version++;
     return TG_OK;
 }
 
@@ -285,12 +368,24 @@ tg_status tg_fill(tg_ctx *ctx, tg_tensor *t, double value)
     TG__GUARD(ctx, ctx ? ctx->errcode : TG_EINVAL);
     if (tg__check_tensor(ctx, "fill", "t", t))
         return ctx->errcode;
-    TG__DISPATCH(t->dtype, T, {
-        T *d = t->data;
+    if (t->dtype == TG_I64) {
         for (int64_t i = 0; i < t->numel; i++)
-            d[i] = (T)value;
-    });
+            tg_set(t, i, value);
+    } else {
+        TG__DISPATCH(t->dtype, T, {
+            T *d = t->data;
+            for (int64_t i = 0; i < t->numel; i++)
+                d[i] = (T)value;
+        });
+    }
+    t->version++;
     return TG_OK;
+}
+
+void tg_mark_dirty(tg_tensor *t)
+{
+    if (t)
+        t->version++;
 }
 
 tg_status tg_set_requires_grad(tg_ctx *ctx, tg_tensor *t, bool requires_grad)
@@ -302,41 +397,47 @@ tg_status tg_set_requires_grad(tg_ctx *ctx, tg_tensor *t, bool requires_grad)
         return TG_ERROR(ctx, TG_EINVAL,
                         "set_requires_grad: the tensor was made by a recorded %s; only leaves "
                         "can be marked", t->node->op->name);
+    if (requires_grad && !tg_dtype_is_float(t->dtype))
+        return TG_ERROR(ctx, TG_EDTYPE,
+                        "set_requires_grad: %s is int64; only float tensors have gradients",
+                        tg__tensor_s(t));
+    if (t->kind == TG_KIND_BUFFER || t->kind == TG_KIND_GRAD || (t->kind == TG_KIND_PARAM && !requires_grad))
+        return TG_ERROR(ctx, TG_EINVAL, "set_requires_grad: %s is a %s; its flag is fixed",
+                        tg__tensor_s(t), t->kind == TG_KIND_BUFFER ? "buffer"
+                                         : t->kind == TG_KIND_GRAD ? "gradient" : "parameter");
     t->requires_grad = requires_grad;
     return TG_OK;
 }
-
-static tg__ptensor *as_param(tg_tensor *t) { return (tg__ptensor *)t; }
 
 tg_tensor *tg_set_name(tg_ctx *ctx, tg_tensor *t, const char *name)
 {
     TG__GUARD(ctx, NULL);
     if (tg__check_tensor(ctx, "set_name", "t", t))
         return NULL;
-    if (!name) {
-        t->name = NULL;
-        return t;
-    }
-    size_t len = strlen(name) + 1;
-    char *copy;
-    if (t->persistent) {
-        /* a renamed parameter keeps its name in a block of its own */
-        copy = tg__malloc(ctx, len);
-        if (!copy)
-            return NULL;
-        tg__ptensor *p = as_param(t);
-        if (t->name && (const unsigned char *)t->name != (const unsigned char *)(p + 1))
-            tg__free(ctx, (void *)t->name, strlen(t->name) + 1);
-    } else if (!(copy = tg__arena_alloc(ctx, len))) {
+    tg__ptensor *p = t->persistent ? tg__param_record(ctx, t) : NULL;
+    if (t->persistent && !p) {
+        TG_ERROR(ctx, TG_EINVAL, "set_name: a gradient takes its parameter's name");
         return NULL;
     }
-    memcpy(copy, name, len);
+    char *copy = NULL;
+    if (name) {
+        /* copied before the old name is released: name may be t->name itself */
+        size_t len = strlen(name) + 1;
+        copy = p ? tg__malloc(ctx, len) : tg__arena_alloc(ctx, len);
+        if (!copy)
+            return NULL;
+        memcpy(copy, name, len);
+    }
+    if (p && p->renamed)
+        tg__free(ctx, p->renamed, strlen(p->renamed) + 1);
+    if (p)
+        p->renamed = copy;
     t->name = copy;
     return t;
 }
 
-tg__ptensor *tg__ptensor_new(tg_ctx *ctx, const char *who, tg_dtype dtype, int ndim,
-                             const int64_t *shape, const char *name)
+tg__ptensor *tg__ptensor_new(tg_ctx *ctx, const char *who, tg_kind kind, tg_dtype dtype,
+                             int ndim, const int64_t *shape, const char *name)
 {
     int64_t numel;
     if (tg__check_shape(ctx, who, dtype, ndim, shape, &numel))
@@ -350,7 +451,7 @@ tg__ptensor *tg__ptensor_new(tg_ctx *ctx, const char *who, tg_dtype dtype, int n
         return NULL;
     tg__ptensor *p = (tg__ptensor *)raw;
     memset(p, 0, sizeof *p);
-    set_shape(&p->t, dtype, ndim, shape, numel);
+    set_shape(ctx, &p->t, dtype, ndim, shape, numel);
     p->block = block;
     if (name) {
         memcpy(p + 1, name, name_len);
@@ -360,72 +461,166 @@ tg__ptensor *tg__ptensor_new(tg_ctx *ctx, const char *who, tg_dtype dtype, int n
     p->t.data = (void *)data;
     memset(p->t.data, 0, bytes);
     p->t.persistent = true;
+    p->t.kind = kind;
+    p->t.step = 0;
     return p;
+}
+
+static tg_tensor *plist_add(tg_ctx *ctx, tg__plist *l, tg__ptensor *p)
+{
+    p->prev = l->last;
+    if (l->last)
+        l->last->next = p;
+    else
+        l->first = p;
+    l->last = p;
+    l->n++;
+    return &p->t;
+}
+
+static tg__ptensor *plist_find(const tg__plist *l, const tg_tensor *t)
+{
+    for (tg__ptensor *p = l->first; p; p = p->next)
+        if (&p->t == t)
+            return p;
+    return NULL;
+}
+
+tg__ptensor *tg__param_record(const tg_ctx *ctx, const tg_tensor *t)
+{
+    if (!ctx || !t)
+        return NULL;
+    tg__ptensor *p = plist_find(&ctx->params, t);
+    return p ? p : plist_find(&ctx->buffers, t);
 }
 
 tg_tensor *tg_param(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape, const char *name)
 {
     TG__GUARD(ctx, NULL);
-    tg__ptensor *p = tg__ptensor_new(ctx, "param", dtype, ndim, shape, name);
+    if (!tg_dtype_is_float(dtype)) {
+        TG_ERROR(ctx, TG_EDTYPE, "param: dtype %s; parameters are float32 or float64 (an int64 "
+                                 "counter is a buffer)", tg_dtype_name(dtype));
+        return NULL;
+    }
+    tg__ptensor *p = tg__ptensor_new(ctx, "param", TG_KIND_PARAM, dtype, ndim, shape, name);
     if (!p)
         return NULL;
     p->t.requires_grad = true;
-    p->prev = ctx->params_last;
-    if (ctx->params_last)
-        ctx->params_last->next = p;
-    else
-        ctx->params = p;
-    ctx->params_last = p;
-    ctx->n_params++;
-    return &p->t;
+    return plist_add(ctx, &ctx->params, p);
+}
+
+tg_tensor *tg_buffer(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape, const char *name)
+{
+    TG__GUARD(ctx, NULL);
+    tg__ptensor *p = tg__ptensor_new(ctx, "buffer", TG_KIND_BUFFER, dtype, ndim, shape, name);
+    return p ? plist_add(ctx, &ctx->buffers, p) : NULL;
 }
 
 static void ptensor_free(tg_ctx *ctx, tg__ptensor *p)
 {
-    if (p->t.name && (const unsigned char *)p->t.name != (const unsigned char *)(p + 1))
-        tg__free(ctx, (void *)p->t.name, strlen(p->t.name) + 1);
+    if (p->grad_block)
+        ptensor_free(ctx, p->grad_block);
+    if (p->renamed)
+        tg__free(ctx, p->renamed, strlen(p->renamed) + 1);
     tg__free(ctx, p, p->block);
 }
 
-void tg_param_free(tg_ctx *ctx, tg_tensor *param)
+static void plist_remove(tg_ctx *ctx, tg__plist *l, tg__ptensor *p)
 {
-    if (!ctx || !param || !param->persistent)
-        return;
-    tg__ptensor *p = as_param(param);
     if (p->prev)
         p->prev->next = p->next;
     else
-        ctx->params = p->next;
+        l->first = p->next;
     if (p->next)
         p->next->prev = p->prev;
     else
-        ctx->params_last = p->prev;
-    ctx->n_params--;
-    if (p->grad_block)
-        ptensor_free(ctx, p->grad_block);
+        l->last = p->prev;
+    l->n--;
     ptensor_free(ctx, p);
+}
+
+static tg_status persistent_free(tg_ctx *ctx, tg__plist *l, tg_tensor *t, const char *who,
+                                 const char *kind)
+{
+    if (!ctx)
+        return TG_EINVAL;
+    tg__ptensor *p = t ? plist_find(l, t) : NULL;
+    if (!p)
+        return TG_ERROR(ctx, TG_EINVAL, "%s: the tensor is not a live %s of this context%s", who,
+                        kind, !t ? " (NULL)"
+                                 : tg__param_record(ctx, t) ? " (it is one of the other kind)"
+                                                            : "");
+    plist_remove(ctx, l, p);
+    return TG_OK;
+}
+
+tg_status tg_param_free(tg_ctx *ctx, tg_tensor *param)
+{
+    return persistent_free(ctx, ctx ? &ctx->params : NULL, param, "param_free", "parameter");
+}
+
+tg_status tg_buffer_free(tg_ctx *ctx, tg_tensor *buffer)
+{
+    return persistent_free(ctx, ctx ? &ctx->buffers : NULL, buffer, "buffer_free", "buffer");
+}
+
+void tg__params_free_all(tg_ctx *ctx)
+{
+    while (ctx->params.first)
+        plist_remove(ctx, &ctx->params, ctx->params.first);
+    while (ctx->buffers.first)
+        plist_remove(ctx, &ctx->buffers, ctx->buffers.first);
+}
+
+static tg_tensor *plist_next(const tg__plist *l, const tg_tensor *prev)
+{
+    if (!prev)
+        return l->first ? &l->first->t : NULL;
+    tg__ptensor *p = plist_find(l, prev);
+    return p && p->next ? &p->next->t : NULL;
 }
 
 tg_tensor *tg_param_next(const tg_ctx *ctx, const tg_tensor *prev)
 {
-    if (!ctx)
-        return NULL;
-    tg__ptensor *p = prev ? as_param((tg_tensor *)prev)->next : ctx->params;
-    return p ? &p->t : NULL;
+    return ctx ? plist_next(&ctx->params, prev) : NULL;
+}
+
+tg_tensor *tg_buffer_next(const tg_ctx *ctx, const tg_tensor *prev)
+{
+    return ctx ? plist_next(&ctx->buffers, prev) : NULL;
 }
 
 double tg_get(const tg_tensor *t, int64_t index)
 {
-    return t->dtype == TG_F32 ? (double)((const float *)t->data)[index]
-                              : ((const double *)t->data)[index];
+    switch (t->dtype) {
+    case TG_F32: return (double)((const float *)t->data)[index];
+    case TG_F64: return ((const double *)t->data)[index];
+    case TG_I64: return (double)((const int64_t *)t->data)[index];
+    default: return NAN;
+    }
+}
+
+/* double to int64, truncated toward zero, saturated, NaN to 0: never UB */
+static int64_t to_i64(double v)
+{
+    if (v != v)
+        return 0;
+    if (v >= 0x1p63)
+        return INT64_MAX;
+    if (v < -0x1p63)
+        return INT64_MIN;
+    return (int64_t)v;
 }
 
 void tg_set(tg_tensor *t, int64_t index, double value)
 {
-    if (t->dtype == TG_F32)
-        ((float *)t->data)[index] = (float)value;
-    else
-        ((double *)t->data)[index] = value;
+    switch (t->dtype) {
+    case TG_F32: ((float *)t->data)[index] = (float)value; break;
+    case TG_F64: ((double *)t->data)[index] = value; break;
+    case TG_I64: ((int64_t *)t->data)[index] = to_i64(value); break;
+    default: return;
+    }
+    t->version++;
 }
 
 int64_t tg_offset(const tg_tensor *t, const int64_t *idx)
@@ -452,7 +647,11 @@ void tg_print(FILE *f, const tg_tensor *t, int64_t max_items)
     fprintf(f, "tensor%s%s%s %s %s [", t->name ? " '" : "", t->name ? t->name : "",
             t->name ? "'" : "", tg_dtype_name(t->dtype), tg__shape_s(t));
     int64_t n = t->numel < max_items ? t->numel : max_items;
-    for (int64_t i = 0; i < n; i++)
-        fprintf(f, i ? ", %.10g" : "%.10g", tg_get(t, i));
+    for (int64_t i = 0; i < n; i++) {
+        if (t->dtype == TG_I64)
+            fprintf(f, i ? ", %" PRId64 : "%" PRId64, ((const int64_t *)t->data)[i]);
+        else
+            fprintf(f, i ? ", %.10g" : "%.10g", tg_get(t, i));
+    }
     fprintf(f, "%s]\n", n < t->numel ? ", ..." : "");
 }

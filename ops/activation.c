@@ -8,7 +8,7 @@
  * sigmoid never evaluates e^x for a large positive x: for x < 0 it uses
  * e^x / (1 + e^x), so +-1000 give exactly 1 and 0 with finite gradients.
  */
-#include "impl.h"
+#include "ops_impl.h"
 
 #include <tgmath.h>
 

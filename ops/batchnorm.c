@@ -13,7 +13,7 @@
  * the unbiased variance: run = (1 - momentum) run + momentum stat.
  * Forward saves mu and r (C) and whether the batch's were used.
  */
-#include "impl.h"
+#include "ops_impl.h"
 
 #include <math.h>
 

@@ -7,7 +7,7 @@
  * contiguous for every operand are merged first, so that equal shapes
  * become one long row and kernels see the longest rows possible.
  */
-#include "impl.h"
+#include "ops_impl.h"
 
 tg_status tg__bcast_shape(tg_ctx *ctx, const char *who, const tg_tensor *a, const tg_tensor *b,
                           int *ndim, int64_t *shape)

@@ -13,7 +13,7 @@
  * i.e. dX is the full convolution of dY with the kernel rotated 180 degrees.
  * A 1x1 kernel with stride 1 and no padding uses x itself as col.
  */
-#include "impl.h"
+#include "ops_impl.h"
 
 #include <inttypes.h>
 

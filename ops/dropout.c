@@ -5,7 +5,7 @@
  * drawn in row-major order; y = x * m; the mask m is saved; dx += g * m.
  * p = 1 drops everything (m = 0). Eval: y = x, dx += g.
  */
-#include "impl.h"
+#include "ops_impl.h"
 
 static tg_tensor *dropout_forward(tg_ctx *ctx, tg_node *node)
 {

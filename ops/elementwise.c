@@ -6,7 +6,7 @@
  * so do the unary ones. Kernels come from one source for float and double
  * (TG__DISPATCH with <tgmath.h>, so exp() is expf() on floats).
  */
-#include "impl.h"
+#include "ops_impl.h"
 
 #include <tgmath.h>
 

@@ -11,7 +11,7 @@
  *         dz += g (softmax(z) - t) / M         dt -= s g log softmax(z)  (probability targets)
  * Sums run in double. Class-index targets become one-hot t.
  */
-#include "impl.h"
+#include "ops_impl.h"
 
 #include <tgmath.h>
 

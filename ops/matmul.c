@@ -7,7 +7,7 @@
  *           dx += G W,  dW += G^T x,  db += sum over rows of G
  * Backward accumulates by calling gemm with beta = 1.
  */
-#include "impl.h"
+#include "ops_impl.h"
 
 #include <cblas.h>
 #include <limits.h>

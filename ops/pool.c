@@ -10,7 +10,7 @@
  *        dx += g / (kh kw) over the window
  *   global_avg_pool: (N, C, ...) -> (N, C), the mean of each plane
  */
-#include "impl.h"
+#include "ops_impl.h"
 
 #include <inttypes.h>
 #include <math.h>

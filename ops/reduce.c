@@ -5,7 +5,7 @@
  * outer = inner = 1). Forward: out[o, i] = sum_j x[o, j, i] (divided by n
  * for mean), accumulated in double. Vjp: dx[o, j, i] += g[o, i] (/ n).
  */
-#include "impl.h"
+#include "ops_impl.h"
 
 typedef struct span { int64_t outer, n, inner; } span;
 

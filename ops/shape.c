@@ -9,7 +9,7 @@
  *   permute: dx[perm view] += g       slice: dx[start::step] += g
  *   pad:     dx += g[interior]        concat: dx_i += g[piece i]
  */
-#include "impl.h"
+#include "ops_impl.h"
 
 #include <inttypes.h>
 

@@ -10,7 +10,7 @@
  * Subtracting the max keeps every exponent <= 0, so logits of 1e4 cannot
  * overflow, and softmax(z + c) = softmax(z) whenever z + c is exact.
  */
-#include "impl.h"
+#include "ops_impl.h"
 
 #include <tgmath.h>
 

@@ -64,7 +64,9 @@ typedef enum tg_status {
     TG_ESTATE = -7,    /* call out of order (e.g. second backward) */
     TG_EIO = -8,       /* a read or write failed */
     TG_EFORMAT = -9,   /* a file's contents are malformed */
-    TG_EINTERNAL = -10 /* a broken invariant inside the library (a bug) */
+    TG_EINTERNAL = -10, /* a broken invariant inside the library (a bug) */
+    TG_ENOTSUP = -11,  /* not supported: the derivative of an op that has no vjp */
+    TG_ENONFINITE = -12 /* anomaly mode met a NaN or an Inf */
 } tg_status;
 
 /* A short constant description of a status code ("shape mismatch"). */
@@ -89,23 +91,38 @@ typedef struct tg_ctx_opts {
     void *alloc_ud;      /* passed to alloc */
     uint64_t seed;       /* RNG seed (0 is a valid seed) */
     size_t arena_chunk;  /* bytes per arena chunk; 0: 1 MiB */
+    bool checked;        /* checked mode; see below */
 } tg_ctx_opts;
 
 /*
  * Creates a context. tg_ctx_new(seed) uses malloc and a 1 MiB arena chunk.
  * Returns NULL only when the context itself cannot be allocated (or the
  * built-in op registry cannot be set up); free with tg_ctx_free.
+ *
+ * Checked mode (opts.checked, or the environment variable TAPEGRAD_CHECKED=1
+ * for an existing program): the arena does not hand out the same addresses
+ * again for TG_CHECKED_STEPS resets, so every use of a tensor from an ended
+ * step is reported as an error naming it instead of reaching whatever tensor
+ * now lives at that address. It costs memory, not time. In every mode a
+ * tensor of another context is an error, and so is a step tensor whose step
+ * has visibly ended; in AddressSanitizer builds the rewound arena is poisoned
+ * (outside checked mode), so a stale use is reported where it happens.
  */
+#define TG_CHECKED_STEPS 4
 TG_API tg_ctx *tg_ctx_new(uint64_t seed);
 TG_API tg_ctx *tg_ctx_new_opts(const tg_ctx_opts *opts);
 
 /* Frees the context with everything it owns, parameters included. NULL is a no-op. */
 TG_API void tg_ctx_free(tg_ctx *ctx);
 
+/* True when ctx runs in checked mode. */
+TG_API bool tg_checked(const tg_ctx *ctx);
+
 /*
  * Ends a step: empties the tape and rewinds the step arena in O(1). Every
- * tensor created since the last reset, other than parameters, dies here
- * (so do intermediate gradients). Parameter values and gradients survive.
+ * tensor created since the last reset, other than parameters and buffers,
+ * dies here (so do intermediate gradients). Parameter values and gradients
+ * and buffers survive.
  * The arena keeps its memory, so the next step of the same shape allocates
  * nothing. The error state is not cleared (see tg_clear_error).
  */
@@ -151,6 +168,25 @@ TG_API bool tg_grad_enabled(const tg_ctx *ctx);
 TG_API bool tg_set_training(tg_ctx *ctx, bool training);
 TG_API bool tg_training(const tg_ctx *ctx);
 
+/*
+ * Anomaly mode (PyTorch's detect_anomaly): every forward output and every
+ * gradient a vjp produces is scanned, and the first NaN or Inf fails with
+ * TG_ENONFINITE and a message naming the op, its tape index, its input
+ * shapes and the file and line of the caller's code that recorded it.
+ * Costs one pass over each tensor. Returns the previous setting.
+ */
+TG_API bool tg_set_detect_anomaly(tg_ctx *ctx, bool enabled);
+TG_API bool tg_detect_anomaly(const tg_ctx *ctx);
+
+/*
+ * Notes the caller's source position for the next recorded op and returns
+ * ctx. The op builders in tapegrad/ops.h are wrapped in macros that call
+ * it, so every node knows the line of user code that made it (for anomaly
+ * messages and graph tooltips). Define TG_NO_CALLSITE before including
+ * tapegrad.h to get the plain functions.
+ */
+TG_API tg_ctx *tg_at(tg_ctx *ctx, const char *file, int line);
+
 /* ---------------------------------------------------------------- RNG */
 
 /* Reseeds the context RNG (xoshiro256** seeded by splitmix64). The same
@@ -179,6 +215,7 @@ typedef struct tg_stats {
     size_t arena_chunks;
     size_t tape_len;       /* nodes on the tape */
     size_t params;         /* live parameters */
+    size_t buffers;        /* live buffers */
 } tg_stats;
 
 TG_API void tg_ctx_stats(const tg_ctx *ctx, tg_stats *out);

@@ -16,9 +16,21 @@
  * The registry is process-wide and filled at start-up: the built-in ops
  * register when the first context is created, user ops when the user says.
  * Registering is serialised by a lock; lookups after start-up are read-only.
- * The registry's few bytes per op come from the allocator of the context
- * passed to tg_op_register (the first context's, for the built-ins) and are
- * kept until the process ends, so that allocator must stay usable that long.
+ * The registry owns its memory: a few bytes per op from the C library's
+ * allocator, released when the process exits. The context passed to
+ * tg_op_register only receives the error, if any.
+ *
+ * Writing a kernel once for float32 and float64:
+ *
+ *   TG_DISPATCH_FLOAT(x->dtype, T, {
+ *       const T *xs = x->data;
+ *       T *ys = y->data;
+ *       for (int64_t i = 0; i < x->numel; i++)
+ *           ys[i] = xs[i] * xs[i] * xs[i];
+ *   });
+ *
+ * tg_apply hands an op int64 inputs only when it sets TG_OP_INT64_INPUTS,
+ * so a kernel of an op without that flag only ever sees the two float types.
  */
 #ifndef TAPEGRAD_OP_H
 #define TAPEGRAD_OP_H
@@ -35,8 +47,27 @@ extern "C" {
 
 typedef struct tg_op tg_op;
 
+/*
+ * Runs the statement list with T = float or T = double as dtype says: the
+ * one source of a type-generic kernel. Any other dtype runs nothing, so
+ * check first (tg_apply does, for ops without TG_OP_INT64_INPUTS).
+ */
+#define TG_DISPATCH_FLOAT(dtype, T, ...)        \
+    do {                                        \
+        if ((dtype) == TG_F32) {                \
+            typedef float T;                    \
+            __VA_ARGS__                         \
+        } else if ((dtype) == TG_F64) {         \
+            typedef double T;                   \
+            __VA_ARGS__                         \
+        }                                       \
+    } while (0)
+
+/* A version a node does not check (see tg_node_value_unused). */
+#define TG_VERSION_UNCHECKED UINT64_MAX
+
 /* A recorded (or about to be recorded) application of an op. Read-only to
- * op authors except through tg_node_save. */
+ * op authors except through tg_node_save and tg_node_value_unused. */
 struct tg_node {
     const tg_op *op;
     int64_t index;                  /* position on the tape; -1 when not recorded */
@@ -50,6 +81,12 @@ struct tg_node {
     bool recording;                 /* forward may skip saving when false */
     bool consumed;                  /* its vjp has run (and saved values are released) */
     bool needed;                    /* used by tg_backward */
+    /* versions seen at the end of forward: in_version[0..n_in-1] of the
+     * inputs, then the output's; saved_version of the saved tensors */
+    uint64_t *in_version;
+    uint64_t saved_version[TG_MAX_SAVED];
+    const char *file;               /* the caller's code that recorded it (tg_at), or NULL */
+    int line;
 };
 
 /*
@@ -57,10 +94,16 @@ struct tg_node {
  * tg_empty and friends), computes it and returns it; on bad input raises an
  * error with TG_ERROR naming the op and values, and returns NULL. It may
  * save tensors with tg_node_save and keep scratch memory in node->aux.
+ * Every input, the output and every saved tensor is version-checked before
+ * the vjp runs; forward calls tg_node_value_unused for inputs whose values
+ * the vjp never reads, so that writing them later is allowed (as PyTorch
+ * allows it for what a backward formula does not save).
  *
  * Vjp: given gout = dL/d(out), ACCUMULATES (+=) dL/d(in[i]) into gin[i] for
  * every i with gin[i] != NULL (inputs that do not require grad get NULL).
  * gin[i] has in[i]'s shape and dtype. Returns TG_OK or an error status.
+ * An op with no vjp must say so with TG_OP_NO_VJP: its outputs still track
+ * gradients, and backward through it fails with TG_ENOTSUP naming the op.
  *
  * print_attrs: writes "stride=2 pad=1" style text (snprintf semantics); may be NULL.
  *
@@ -77,6 +120,12 @@ typedef struct tg_sample {
     char desc[64];       /* a few words naming the case ("broadcast row") */
 } tg_sample;
 
+/* tg_op.flags */
+enum {
+    TG_OP_NO_VJP = 1 << 0,        /* no vjp: backward through it is TG_ENOTSUP */
+    TG_OP_INT64_INPUTS = 1 << 1   /* takes int64 inputs (checks their dtypes itself) */
+};
+
 struct tg_op {
     const char *name;   /* unique; lower case like PyTorch's ("max_pool2d") */
     int min_in;         /* fewest tensor inputs */
@@ -87,13 +136,15 @@ struct tg_op {
     int (*print_attrs)(const tg_node *node, char *buf, size_t size);
     int (*sample)(tg_ctx *ctx, int index, tg_sample *s);
     const void *impl;   /* free for the op's author (e.g. one forward shared by several ops) */
+    unsigned flags;     /* TG_OP_* */
 };
 
 /*
  * Adds op to the registry. The registry keeps the pointer: op (and the
  * strings in it) must live as long as the process, as a static const does.
- * Errors: TG_EINVAL (NULL, no name, no forward, bad input counts, attr_size
- * too large), TG_EEXIST (the name is taken), TG_ENOMEM.
+ * Errors (raised in ctx): TG_EINVAL (NULL, no name, no forward, no vjp
+ * without TG_OP_NO_VJP, bad input counts, attr_size too large), TG_EEXIST
+ * (the name is taken), TG_ENOMEM.
  */
 TG_API tg_status tg_op_register(tg_ctx *ctx, const tg_op *op);
 /* The op of that name, or NULL. */
@@ -106,7 +157,10 @@ TG_API int tg_op_count(void);
 /*
  * Runs op on n inputs with attrs (attr_size bytes, copied; may be NULL when
  * attr_size is 0). Returns the output, a step tensor, or NULL with an error.
- * When grad mode is on and some input requires grad, the node is recorded.
+ * When grad mode is on, some input requires grad and the output is a float
+ * tensor, the node is recorded. Inputs must belong to ctx and to the
+ * current step (or be parameters or buffers), and be float unless the op
+ * sets TG_OP_INT64_INPUTS.
  */
 TG_API tg_tensor *tg_apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n,
                            const void *attrs);
@@ -117,6 +171,16 @@ TG_API tg_tensor *tg_apply_named(tg_ctx *ctx, const char *name, tg_tensor *const
 
 /* Keeps t for the vjp (at most TG_MAX_SAVED per node). Returns t, or NULL on error. */
 TG_API tg_tensor *tg_node_save(tg_ctx *ctx, tg_node *node, tg_tensor *t);
+
+/* Called by forward: the vjp never reads input i's values (i = -1: the
+ * output's), so backward does not check its version. */
+TG_API void tg_node_value_unused(tg_node *node, int i);
+
+/* With the call-site macros (see tg_at in core.h). */
+#ifndef TG_NO_CALLSITE
+#define tg_apply(ctx, ...) tg_apply(tg_at((ctx), __FILE__, __LINE__), __VA_ARGS__)
+#define tg_apply_named(ctx, ...) tg_apply_named(tg_at((ctx), __FILE__, __LINE__), __VA_ARGS__)
+#endif
 
 #ifdef __cplusplus
 }

@@ -239,6 +239,67 @@ TG_API tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg
                                 tg_tensor *running_mean, tg_tensor *running_var,
                                 double momentum, double eps);
 
+
+/* ------------------------------------------------ call sites
+ * Each builder is also a macro of the same name that notes the caller's
+ * file and line (tg_at) before the call, so anomaly messages and graphs
+ * can point at the user's code. (tg_relu)(ctx, x) or a function pointer
+ * calls the function itself; TG_NO_CALLSITE turns the macros off. */
+#ifndef TG_NO_CALLSITE
+#define TG__AT(ctx) tg_at((ctx), __FILE__, __LINE__)
+#define tg_add(ctx, ...) tg_add(TG__AT(ctx), __VA_ARGS__)
+#define tg_sub(ctx, ...) tg_sub(TG__AT(ctx), __VA_ARGS__)
+#define tg_mul(ctx, ...) tg_mul(TG__AT(ctx), __VA_ARGS__)
+#define tg_div(ctx, ...) tg_div(TG__AT(ctx), __VA_ARGS__)
+#define tg_neg(ctx, ...) tg_neg(TG__AT(ctx), __VA_ARGS__)
+#define tg_exp(ctx, ...) tg_exp(TG__AT(ctx), __VA_ARGS__)
+#define tg_log(ctx, ...) tg_log(TG__AT(ctx), __VA_ARGS__)
+#define tg_sqrt(ctx, ...) tg_sqrt(TG__AT(ctx), __VA_ARGS__)
+#define tg_pow(ctx, ...) tg_pow(TG__AT(ctx), __VA_ARGS__)
+#define tg_add_scalar(ctx, ...) tg_add_scalar(TG__AT(ctx), __VA_ARGS__)
+#define tg_sub_scalar(ctx, ...) tg_sub_scalar(TG__AT(ctx), __VA_ARGS__)
+#define tg_mul_scalar(ctx, ...) tg_mul_scalar(TG__AT(ctx), __VA_ARGS__)
+#define tg_div_scalar(ctx, ...) tg_div_scalar(TG__AT(ctx), __VA_ARGS__)
+#define tg_matmul(ctx, ...) tg_matmul(TG__AT(ctx), __VA_ARGS__)
+#define tg_linear(ctx, ...) tg_linear(TG__AT(ctx), __VA_ARGS__)
+#define tg_sum(ctx, ...) tg_sum(TG__AT(ctx), __VA_ARGS__)
+#define tg_mean(ctx, ...) tg_mean(TG__AT(ctx), __VA_ARGS__)
+#define tg_sum_axis(ctx, ...) tg_sum_axis(TG__AT(ctx), __VA_ARGS__)
+#define tg_mean_axis(ctx, ...) tg_mean_axis(TG__AT(ctx), __VA_ARGS__)
+#define tg_reshape(ctx, ...) tg_reshape(TG__AT(ctx), __VA_ARGS__)
+#define tg_flatten(ctx, ...) tg_flatten(TG__AT(ctx), __VA_ARGS__)
+#define tg_permute(ctx, ...) tg_permute(TG__AT(ctx), __VA_ARGS__)
+#define tg_transpose(ctx, ...) tg_transpose(TG__AT(ctx), __VA_ARGS__)
+#define tg_concat(ctx, ...) tg_concat(TG__AT(ctx), __VA_ARGS__)
+#define tg_slice(ctx, ...) tg_slice(TG__AT(ctx), __VA_ARGS__)
+#define tg_pad1d(ctx, ...) tg_pad1d(TG__AT(ctx), __VA_ARGS__)
+#define tg_pad2d(ctx, ...) tg_pad2d(TG__AT(ctx), __VA_ARGS__)
+#define tg_conv1d(ctx, ...) tg_conv1d(TG__AT(ctx), __VA_ARGS__)
+#define tg_conv2d(ctx, ...) tg_conv2d(TG__AT(ctx), __VA_ARGS__)
+#define tg_conv2d_ex(ctx, ...) tg_conv2d_ex(TG__AT(ctx), __VA_ARGS__)
+#define tg_max_pool1d(ctx, ...) tg_max_pool1d(TG__AT(ctx), __VA_ARGS__)
+#define tg_max_pool2d(ctx, ...) tg_max_pool2d(TG__AT(ctx), __VA_ARGS__)
+#define tg_avg_pool1d(ctx, ...) tg_avg_pool1d(TG__AT(ctx), __VA_ARGS__)
+#define tg_avg_pool2d(ctx, ...) tg_avg_pool2d(TG__AT(ctx), __VA_ARGS__)
+#define tg_max_pool1d_ex(ctx, ...) tg_max_pool1d_ex(TG__AT(ctx), __VA_ARGS__)
+#define tg_max_pool2d_ex(ctx, ...) tg_max_pool2d_ex(TG__AT(ctx), __VA_ARGS__)
+#define tg_avg_pool1d_ex(ctx, ...) tg_avg_pool1d_ex(TG__AT(ctx), __VA_ARGS__)
+#define tg_avg_pool2d_ex(ctx, ...) tg_avg_pool2d_ex(TG__AT(ctx), __VA_ARGS__)
+#define tg_global_avg_pool(ctx, ...) tg_global_avg_pool(TG__AT(ctx), __VA_ARGS__)
+#define tg_relu(ctx, ...) tg_relu(TG__AT(ctx), __VA_ARGS__)
+#define tg_leaky_relu(ctx, ...) tg_leaky_relu(TG__AT(ctx), __VA_ARGS__)
+#define tg_sigmoid(ctx, ...) tg_sigmoid(TG__AT(ctx), __VA_ARGS__)
+#define tg_tanh(ctx, ...) tg_tanh(TG__AT(ctx), __VA_ARGS__)
+#define tg_softmax(ctx, ...) tg_softmax(TG__AT(ctx), __VA_ARGS__)
+#define tg_log_softmax(ctx, ...) tg_log_softmax(TG__AT(ctx), __VA_ARGS__)
+#define tg_mse(ctx, ...) tg_mse(TG__AT(ctx), __VA_ARGS__)
+#define tg_bce(ctx, ...) tg_bce(TG__AT(ctx), __VA_ARGS__)
+#define tg_bce_with_logits(ctx, ...) tg_bce_with_logits(TG__AT(ctx), __VA_ARGS__)
+#define tg_cross_entropy(ctx, ...) tg_cross_entropy(TG__AT(ctx), __VA_ARGS__)
+#define tg_dropout(ctx, ...) tg_dropout(TG__AT(ctx), __VA_ARGS__)
+#define tg_batch_norm(ctx, ...) tg_batch_norm(TG__AT(ctx), __VA_ARGS__)
+#endif
+
 #ifdef __cplusplus
 }
 #endif

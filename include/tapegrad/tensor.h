@@ -1,14 +1,25 @@
 /*
- * tapegrad/tensor.h: tensors and parameters.
+ * tapegrad/tensor.h: tensors, parameters and buffers.
  *
- * A tensor is a contiguous row-major array of float32 or float64 with up to
- * TG_MAX_DIMS dimensions. Two lifetimes exist:
+ * A tensor is a contiguous row-major array of float32, float64 or int64
+ * with up to TG_MAX_DIMS dimensions. int64 tensors hold class indices and
+ * counters: they are never differentiated, and an op that does not take
+ * integers says so. Three lifetimes exist:
  *   - step tensors (everything made by tg_zeros, tg_from_data, ... and every
  *     op output) live in the context's step arena and die at tg_reset;
  *   - parameters (tg_param) persist until tg_param_free or tg_ctx_free, and
- *     so do their gradients.
+ *     so do their gradients;
+ *   - buffers (tg_buffer: batch norm's running statistics, counters)
+ *     persist like parameters but never have a gradient.
  * Users never free a step tensor. The struct is public so that kernels can
  * read data and shape directly; change fields only through the API.
+ *
+ * Every write through the API (tg_fill, tg_assign, tg_set, an optimiser
+ * step, an op updating a buffer in place) bumps the tensor's version. A
+ * recorded op remembers the versions of the values its vjp reads, and
+ * backward refuses to use values written since (TG_ESTATE), so a gradient
+ * is never computed from numbers other than the ones forward saw. Code that
+ * writes t->data directly calls tg_mark_dirty(t) afterwards.
  */
 #ifndef TAPEGRAD_TENSOR_H
 #define TAPEGRAD_TENSOR_H
@@ -21,12 +32,22 @@ extern "C" {
 
 #define TG_MAX_DIMS 6
 
-typedef enum tg_dtype { TG_F32 = 0, TG_F64 = 1 } tg_dtype;
+typedef enum tg_dtype { TG_F32 = 0, TG_F64 = 1, TG_I64 = 2 } tg_dtype;
 
-/* "float32" / "float64"; "?" for anything else. */
+/* "float32" / "float64" / "int64"; "?" for anything else. */
 TG_API const char *tg_dtype_name(tg_dtype dtype);
 /* Bytes per element (4 or 8), 0 for an invalid dtype. */
 TG_API size_t tg_dtype_size(tg_dtype dtype);
+/* True for TG_F32 and TG_F64, the dtypes gradients flow through. */
+TG_API bool tg_dtype_is_float(tg_dtype dtype);
+
+/* What a tensor is, and so how long it lives. */
+typedef enum tg_kind {
+    TG_KIND_STEP = 0,   /* dies at tg_reset */
+    TG_KIND_PARAM = 1,  /* tg_param: persistent, requires grad */
+    TG_KIND_BUFFER = 2, /* tg_buffer: persistent, no gradient */
+    TG_KIND_GRAD = 3    /* a parameter's gradient: lives as long as its parameter */
+} tg_kind;
 
 typedef struct tg_node tg_node;
 typedef struct tg_tensor tg_tensor;
@@ -38,10 +59,16 @@ struct tg_tensor {
     int ndim;                      /* 0 (a scalar) .. TG_MAX_DIMS */
     tg_dtype dtype;
     bool requires_grad;            /* gradients flow to this tensor */
-    bool persistent;               /* a parameter: survives tg_reset */
+    bool persistent;               /* a parameter, buffer or parameter gradient: survives tg_reset */
+    tg_kind kind;
     tg_tensor *grad;               /* same shape and dtype, or NULL */
     tg_node *node;                 /* the recorded op that made it; NULL for a leaf */
     const char *name;              /* optional; dot labels and checkpoint keys */
+    uint64_t version;              /* bumped by every write through the API */
+    /* The library's bookkeeping, read-only. What the library frees is decided
+     * by the context's own records, never by these fields. */
+    tg_ctx *ctx;                   /* the context that made it */
+    uint64_t step;                 /* the step it was made in (see tg_reset) */
 };
 
 /*
@@ -55,8 +82,10 @@ struct tg_tensor {
 /*
  * Step tensors. Each returns a new tensor in the step arena, or NULL with an
  * error in the context (bad dtype, ndim outside 0..6, a negative dimension,
- * NULL data, out of memory, or an error already held).
- * tg_empty leaves the data uninitialised.
+ * a shape whose size overflows (TG_ESHAPE), NULL data, out of memory, or an
+ * error already held). tg_empty leaves the data uninitialised. Every dtype
+ * is accepted; values given as double are converted (truncated toward zero
+ * for int64).
  */
 TG_API tg_tensor *tg_empty(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape);
 TG_API tg_tensor *tg_zeros(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape);
@@ -69,7 +98,8 @@ TG_API tg_tensor *tg_from_data(tg_ctx *ctx, tg_dtype dtype, int ndim, const int6
 TG_API tg_tensor *tg_from_f64(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape,
                               const double *values);
 /* Uniform in [lo, hi) and normal(mean, std), drawn from the context RNG in
- * row-major order (so a seed fixes them, whatever the dtype). */
+ * row-major order (so a seed fixes them, whatever the dtype). Float dtypes
+ * only; lo <= hi and std >= 0, both finite, or TG_EINVAL. */
 TG_API tg_tensor *tg_rand(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape,
                           double lo, double hi);
 TG_API tg_tensor *tg_randn(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape,
@@ -80,15 +110,19 @@ TG_API tg_tensor *tg_to_dtype(tg_ctx *ctx, const tg_tensor *src, tg_dtype dtype)
 TG_API tg_tensor *tg_copy(tg_ctx *ctx, const tg_tensor *src);
 
 /* Copies src's values into dst (same shape; dtypes may differ). Not
- * recorded: use it to load parameters or inputs. */
+ * recorded: use it to load parameters or inputs. Bumps dst's version. */
 TG_API tg_status tg_assign(tg_ctx *ctx, tg_tensor *dst, const tg_tensor *src);
 /* Copies numel doubles into t, converting to its dtype. */
 TG_API tg_status tg_assign_f64(tg_ctx *ctx, tg_tensor *t, const double *values);
 /* Sets every element of t to value. */
 TG_API tg_status tg_fill(tg_ctx *ctx, tg_tensor *t, double value);
+/* Records that t's data was written directly (not through the API): bumps
+ * its version, so backward refuses values a recorded op saw differently. */
+TG_API void tg_mark_dirty(tg_tensor *t);
 
 /* Marks a leaf tensor as one gradients flow to. Fails (TG_EINVAL) for a
- * tensor produced by a recorded op, whose flag the tape owns. */
+ * tensor produced by a recorded op, whose flag the tape owns, for a buffer
+ * or a gradient, and (TG_EDTYPE) for an int64 tensor. */
 TG_API tg_status tg_set_requires_grad(tg_ctx *ctx, tg_tensor *t, bool requires_grad);
 
 /* Names a tensor (the string is copied: into the arena for step tensors,
@@ -103,13 +137,32 @@ TG_API tg_tensor *tg_set_name(tg_ctx *ctx, tg_tensor *t, const char *name);
 TG_API tg_tensor *tg_param(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape,
                            const char *name);
 /* Frees one parameter and its gradient now (otherwise tg_ctx_free does).
- * No step tensor may refer to it afterwards: call it between steps. */
-TG_API void tg_param_free(tg_ctx *ctx, tg_tensor *param);
-/* Iterates over the live parameters in creation order: pass NULL for the first. */
+ * No step tensor may refer to it afterwards: call it between steps.
+ * TG_EINVAL, and nothing freed, for anything that is not a live parameter
+ * of ctx (a step tensor, a gradient, a buffer, a parameter already freed). */
+TG_API tg_status tg_param_free(tg_ctx *ctx, tg_tensor *param);
+/* Iterates over the live parameters in creation order: pass NULL for the
+ * first. prev must be a live parameter of ctx (NULL is returned otherwise). */
 TG_API tg_tensor *tg_param_next(const tg_ctx *ctx, const tg_tensor *prev);
 
+/*
+ * Buffers: persistent tensors without a gradient (batch norm's running
+ * mean and variance, an int64 num_batches_tracked). Zero-filled, owned by
+ * the context, listed apart from the parameters, never touched by an
+ * optimiser, drawn apart in graphs, saved in checkpoints. Any dtype.
+ */
+TG_API tg_tensor *tg_buffer(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape,
+                            const char *name);
+/* As tg_param_free, for buffers. */
+TG_API tg_status tg_buffer_free(tg_ctx *ctx, tg_tensor *buffer);
+/* Iterates over the live buffers in creation order, as tg_param_next. */
+TG_API tg_tensor *tg_buffer_next(const tg_ctx *ctx, const tg_tensor *prev);
+
 /* Element access through a flat row-major index (no bounds check on the
- * hot path: index must be in [0, numel)); values pass as double. */
+ * hot path: index must be in [0, numel)); values pass as double (int64
+ * values beyond 2^53 lose precision; tg_set truncates toward zero and
+ * saturates for int64). tg_set bumps the version. For kernels, read
+ * t->data directly through TG_DISPATCH_FLOAT (tapegrad/op.h). */
 TG_API double tg_get(const tg_tensor *t, int64_t index);
 TG_API void tg_set(tg_tensor *t, int64_t index, double value);
 /* The flat index of a multi-index (ndim entries), or -1 when out of range. */

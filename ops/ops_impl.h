@@ -1,0 +1,47 @@
+/*
+ * ops_impl.h: the ops' private header (ops/). Builds on the engine's
+ * (autograd/impl.h); the engine never includes this one.
+ */
+#ifndef TAPEGRAD_OPS_IMPL_H
+#define TAPEGRAD_OPS_IMPL_H
+
+#include "impl.h"
+
+/* ---- the built-in ops, one line each in ops/builtin.def */
+#define TG__BUILTIN(name) extern const tg_op tg__op_##name;
+#include "builtin.def"
+#undef TG__BUILTIN
+
+/* ---- ops/broadcast.c: NumPy broadcasting of up to three operands */
+typedef struct tg__bcast {
+    int ndim;                           /* of the output */
+    int64_t shape[TG_MAX_DIMS];         /* the output shape */
+    int64_t stride[3][TG_MAX_DIMS];     /* element strides; 0 on broadcast dims */
+    int64_t numel;
+} tg__bcast;
+
+/* The broadcast shape of a and b, or an error naming the op. */
+tg_status tg__bcast_shape(tg_ctx *ctx, const char *who, const tg_tensor *a, const tg_tensor *b,
+                          int *ndim, int64_t *shape);
+/* Strides of operands out (0), a (1), b (2) over out's shape. b may be NULL. */
+void tg__bcast_init(tg__bcast *it, const tg_tensor *out, const tg_tensor *a, const tg_tensor *b);
+/* Calls row() for each innermost row: n elements, each operand's offset of
+ * the row's first element, and its stride along the row. */
+typedef void (*tg__row_fn)(void *ud, int64_t n, const int64_t off[3], const int64_t inc[3]);
+void tg__bcast_rows(const tg__bcast *it, tg__row_fn row, void *ud);
+
+/* ---- ops/matmul.c: C (m x n) = op(A) op(B) (+ C when accumulate), row-major, through CBLAS */
+void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
+              int64_t lda, const void *b, int64_t ldb, bool accumulate, void *c, int64_t ldc);
+
+/* ---- ops/softmax.c: (log-)softmax of outer x inner lines of n values, stride inner */
+void tg__softmax_lines(tg_dtype dt, const void *x, void *y, int64_t outer, int64_t n,
+                       int64_t inner, bool logp);
+
+/* ---- ops/broadcast.c: helpers for sample generators */
+/* A float64 step tensor of uniform values in [lo, hi), requires_grad as given. */
+tg_tensor *tg__sample_rand(tg_ctx *ctx, int ndim, const int64_t *shape, double lo, double hi,
+                           bool requires_grad);
+
+
+#endif
