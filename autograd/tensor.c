@@ -539,11 +539,12 @@ static void plist_remove(tg_ctx *ctx, tg__plist *l, tg__ptensor *p)
     ptensor_free(ctx, p);
 }
 
-static tg_status persistent_free(tg_ctx *ctx, tg__plist *l, tg_tensor *t, const char *who,
+static tg_status persistent_free(tg_ctx *ctx, tg_kind which, tg_tensor *t, const char *who,
                                  const char *kind)
 {
     if (!ctx)
         return TG_EINVAL;
+    tg__plist *l = which == TG_KIND_PARAM ? &ctx->params : &ctx->buffers;
     tg__ptensor *p = t ? plist_find(l, t) : NULL;
     if (!p)
         return TG_ERROR(ctx, TG_EINVAL, "%s: the tensor is not a live %s of this context%s", who,
@@ -556,12 +557,12 @@ static tg_status persistent_free(tg_ctx *ctx, tg__plist *l, tg_tensor *t, const 
 
 tg_status tg_param_free(tg_ctx *ctx, tg_tensor *param)
 {
-    return persistent_free(ctx, ctx ? &ctx->params : NULL, param, "param_free", "parameter");
+    return persistent_free(ctx, TG_KIND_PARAM, param, "param_free", "parameter");
 }
 
 tg_status tg_buffer_free(tg_ctx *ctx, tg_tensor *buffer)
 {
-    return persistent_free(ctx, ctx ? &ctx->buffers : NULL, buffer, "buffer_free", "buffer");
+    return persistent_free(ctx, TG_KIND_BUFFER, buffer, "buffer_free", "buffer");
 }
 
 void tg__params_free_all(tg_ctx *ctx)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what tapegrad builds, tests and renders with (Debian packages).
+# Installs what tapegrad builds, tests, fuzzes, analyses and renders with (Debian packages).
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -8,4 +8,5 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake ninja-build pkg-config \
     uthash-dev check libopenblas-dev zlib1g-dev \
-    graphviz libgraphviz-dev >/dev/null
+    graphviz libgraphviz-dev \
+    clang libclang-rt-14-dev cppcheck >/dev/null
