@@ -79,6 +79,21 @@ void tg__free(tg_ctx *ctx, void *ptr, size_t size)
     ctx->bytes_live -= size;
 }
 
+void *tg_malloc(tg_ctx *ctx, size_t bytes) { return ctx ? tg__malloc(ctx, bytes) : NULL; }
+
+void *tg_realloc(tg_ctx *ctx, void *p, size_t old_size, size_t new_size)
+{
+    if (!ctx)
+        return NULL;
+    return tg__realloc(ctx, p, old_size, new_size ? new_size : 1);
+}
+
+void tg_free(tg_ctx *ctx, void *p, size_t size)
+{
+    if (ctx)
+        tg__free(ctx, p, size);
+}
+
 /* ---------------------------------------------------------------- lifetime */
 
 static bool env_checked(void)

@@ -28,6 +28,8 @@
  *   tapegrad/ops.h       the built-in ops
  *   tapegrad/autograd.h  backward, zero_grad, gradcheck
  *   tapegrad/dot.h       Graphviz export
+ *   tapegrad/safetensors.h  checkpoints in the safetensors format
+ *   tapegrad/data.h      data sets (IDX files, as MNIST ships them), batches
  *
  * Ownership in one line: the context owns everything; step tensors die at
  * tg_reset, parameters at tg_param_free or tg_ctx_free.
@@ -41,5 +43,7 @@
 #include "tapegrad/ops.h"
 #include "tapegrad/autograd.h"
 #include "tapegrad/dot.h"
+#include "tapegrad/safetensors.h"
+#include "tapegrad/data.h"
 
 #endif

@@ -7,6 +7,6 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake ninja-build pkg-config \
-    uthash-dev check libopenblas-dev zlib1g-dev \
+    uthash-dev check libopenblas-dev zlib1g-dev libjansson-dev \
     graphviz libgraphviz-dev \
     clang libclang-rt-14-dev cppcheck >/dev/null

@@ -221,6 +221,17 @@ typedef struct tg_stats {
 TG_API void tg_ctx_stats(const tg_ctx *ctx, tg_stats *out);
 
 /*
+ * Memory from the context's allocator hook, counted in tg_ctx_stats, for
+ * code built on tapegrad that must hold memory across steps (nn/, a user's
+ * layer). NULL with TG_ENOMEM in the context when the hook refuses (an
+ * error already held does not stop these calls). tg_free takes the size
+ * that was asked for; NULL is a no-op. tg_realloc keeps p on failure.
+ */
+TG_API void *tg_malloc(tg_ctx *ctx, size_t bytes);
+TG_API void *tg_realloc(tg_ctx *ctx, void *p, size_t old_size, size_t new_size);
+TG_API void tg_free(tg_ctx *ctx, void *p, size_t size);
+
+/*
  * Scratch memory from the step arena, aligned to 64 bytes, zero-filled when
  * zero is true; it dies at the next tg_reset. For ops that need buffers
  * (their own kernels, index arrays they save for the vjp). NULL and an error
