@@ -194,10 +194,10 @@ void tg_clear_error(tg_ctx *ctx)
 
 int tg_error_at(tg_ctx *ctx, int code, const char *file, int line, const char *fmt, ...)
 {
-    if (!ctx || ctx->errcode != TG_OK)
-        return code;
     if (code >= 0)
         code = TG_EINTERNAL; /* an error must be an error */
+    if (!ctx || ctx->errcode != TG_OK)
+        return code;
     ctx->errcode = code;
     ctx->errfile = file;
     ctx->errline = line;

@@ -142,12 +142,17 @@ TG_API void tg_clear_error(tg_ctx *ctx);
 
 /*
  * Raises an error in the context: sets code and printf-style message, unless
- * an error is already held (the first one sticks). Returns code. Ops written
- * by users call it through TG_ERROR so that the message carries the place.
+ * an error is already held (the first one sticks). Returns code, or
+ * TG_EINTERNAL when code is not negative (an error must be an error). Ops
+ * written by users call it through TG_ERROR so that the message carries
+ * the place; TG_ERROR's value is computed in the caller, so static
+ * analysers see that it is negative.
  */
 TG_API int tg_error_at(tg_ctx *ctx, int code, const char *file, int line, const char *fmt, ...)
     TG_PRINTF(5, 6);
-#define TG_ERROR(ctx, code, ...) tg_error_at((ctx), (code), __FILE__, __LINE__, __VA_ARGS__)
+#define TG_ERROR(ctx, code, ...)                                             \
+    ((void)tg_error_at((ctx), (code), __FILE__, __LINE__, __VA_ARGS__),      \
+     (code) < 0 ? (code) : TG_EINTERNAL)
 
 /* ---------------------------------------------------------------- modes */
 
