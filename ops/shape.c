@@ -566,14 +566,16 @@ static int pad_sample(tg_ctx *ctx, int index, tg_sample *s)
         {3, {{0, 0}, {0, 0}, {1, 1}}},
         {4, {{0, 0}, {0, 0}, {1, 2}, {0, 1}}},
         {3, {{0, 0}, {0, 0}, {0, 0}}},
+        {4, {{0, 0}, {0, 0}, {-1, 2}, {1, -2}}},
     };
-    static const int64_t shapes[][4] = {{2, 1, 5}, {1, 2, 3, 3}, {2, 1, 3}};
-    if (index >= 3)
+    static const int64_t shapes[][4] = {{2, 1, 5}, {1, 2, 3, 3}, {2, 1, 3}, {1, 1, 3, 4}};
+    static const char *desc[] = {"1-D both sides", "2-D uneven", "no padding", "negative crops"};
+    if (index >= 4)
         return 0;
     s->n_in = 1;
     s->in[0] = tg__sample_rand(ctx, attrs[index].ndim, shapes[index], -1, 1, true);
     memcpy(s->attrs, &attrs[index], sizeof attrs[index]);
-    copy_sample_desc(s, index == 0 ? "1-D both sides" : index == 1 ? "2-D uneven" : "no padding");
+    copy_sample_desc(s, desc[index]);
     return s->in[0] ? 1 : tg_errcode(ctx);
 }
 

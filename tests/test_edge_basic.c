@@ -103,6 +103,28 @@ START_TEST(pad_extreme_sizes)
 }
 END_TEST
 
+START_TEST(negative_padding_crops)
+{
+    tg_ctx *ctx = tg_ctx_new(1);
+    tg_tensor *x = leaf(ctx, TG_F64, TG_SHAPE(2, 3), 0); /* 0 1 2 / 3 4 5 */
+    /* PyTorch: F.pad(x, (-1, 2)) == [[1, 2, 0, 0], [4, 5, 0, 0]] */
+    tg_tensor *p = tg_pad1d(ctx, x, -1, 2);
+    ck_shape(p, TG_SHAPE(2, 4));
+    ck_tensor(p, ((const double[]){1, 2, 0, 0, 4, 5, 0, 0}), 0);
+    /* PyTorch: F.pad(x, (1, -3, -2, 1)) has shape (1, 1): [[0]] */
+    tg_tensor *q = tg_pad2d(ctx, x, 1, -3, -2, 1);
+    ck_shape(q, TG_SHAPE(1, 1));
+    ck_all(q, 0);
+    tg_tensor *r = tg_pad1d(ctx, x, -3, 0); /* PyTorch: shape (2, 0) */
+    ck_shape(r, TG_SHAPE(2, 0));
+    tg_tensor *loss = tg_add(ctx, tg_sum(ctx, p), tg_add(ctx, tg_sum(ctx, q), tg_sum(ctx, r)));
+    ck_assert_int_eq(tg_backward(ctx, loss), TG_OK);
+    ck_tensor(x->grad, ((const double[]){0, 1, 1, 0, 1, 1}), 0);
+    ck_assert_int_eq(tg_errcode(ctx), TG_OK);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(reshape_and_flatten_overflow)
 {
     tg_ctx *ctx = tg_ctx_new(1);
@@ -621,6 +643,7 @@ Suite *tg_test_suite(void)
     TCase *tc = tcase_create("overflow");
     tcase_add_test(tc, slice_extreme_bounds);
     tcase_add_test(tc, pad_extreme_sizes);
+    tcase_add_test(tc, negative_padding_crops);
     tcase_add_test(tc, reshape_and_flatten_overflow);
     tcase_add_test(tc, concat_and_broadcast_overflow);
     tcase_add_test(tc, matmul_sizes);
