@@ -4,7 +4,9 @@
  *
  * The binary ops share one forward and one vjp, told apart by op->impl;
  * so do the unary ones. Kernels come from one source for float and double
- * (TG__DISPATCH with <tgmath.h>, so exp() is expf() on floats).
+ * (TG__DISPATCH with <tgmath.h>, so exp() is expf() on floats). The
+ * gradient of a float32 operand that was broadcast is a sum over the
+ * broadcast elements, accumulated in double.
  */
 #include "ops_impl.h"
 
