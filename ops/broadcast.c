@@ -21,6 +21,12 @@ tg_status tg__bcast_shape(tg_ctx *ctx, const char *who, const tg_tensor *a, cons
                             who, tg__shape_s(a), tg__shape_s(b));
         shape[d] = sa == 1 ? sb : sa;
     }
+    if (tg__numel(n, shape) < 0) {
+        char buf[160];
+        tg__shape_fmt(buf, sizeof buf, n, shape);
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: shapes %s and %s broadcast to %s, which has more "
+                        "elements than can be addressed", who, tg__shape_s(a), tg__shape_s(b), buf);
+    }
     *ndim = n;
     return TG_OK;
 }
@@ -41,6 +47,10 @@ static void operand_strides(int64_t *stride, const tg_tensor *x, int ndim, const
 
 void tg__bcast_init(tg__bcast *it, const tg_tensor *out, const tg_tensor *a, const tg_tensor *b)
 {
+    it->ndim = 0;
+    it->numel = out->numel;
+    if (out->numel == 0)
+        return; /* nothing to visit; the strides of an empty shape may not fit in int64 */
     int n = out->ndim;
     int64_t st[3][TG_MAX_DIMS];
     operand_strides(st[0], out, n, out->shape);

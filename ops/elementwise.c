@@ -4,7 +4,9 @@
  *
  * The binary ops share one forward and one vjp, told apart by op->impl;
  * so do the unary ones. Kernels come from one source for float and double
- * (TG__DISPATCH with <tgmath.h>, so exp() is expf() on floats).
+ * (TG__DISPATCH with <tgmath.h>, so exp() is expf() on floats). The
+ * gradient of a float32 operand that was broadcast is a sum over the
+ * broadcast elements, accumulated in double.
  */
 #include "ops_impl.h"
 
@@ -23,7 +25,8 @@ typedef struct bin_args {
     tg_dtype dtype;
     void *o;              /* forward: out; vjp: gout */
     const void *a, *b;    /* the inputs */
-    void *ga, *gb;        /* vjp: gradient buffers of a and b, or NULL */
+    void *g[2];           /* vjp: gradient buffers of a and b, or NULL */
+    double *acc[2];       /* vjp: double accumulators used instead of g[k], or NULL */
 } bin_args;
 
 /* out[i] = a[i] op b[i] along one row (a and b may have stride 0) */
@@ -43,30 +46,44 @@ static void bin_forward_row(void *ud, int64_t n, const int64_t off[3], const int
     });
 }
 
-/* da += g * d(out)/da, db += g * d(out)/db; a stride of 0 sums over the
- * broadcast elements, which is the reduction the vjp of broadcasting needs */
-static void bin_vjp_row(void *ud, int64_t n, const int64_t off[3], const int64_t inc[3])
+/* dst[i * s] += EXPR over the row, into the double accumulator when there is one */
+#define BIN_ACCUMULATE(EXPR)                                                             \
+    do {                                                                                 \
+        if (acc)                                                                         \
+            for (int64_t i = 0; i < n; i++) acc[i * s] += (EXPR);                        \
+        else                                                                             \
+            for (int64_t i = 0; i < n; i++) dst[i * s] += (EXPR);                        \
+    } while (0)
+
+/* The gradient of operand k (0: a, 1: b) along one row. A stride of 0 sums
+ * over broadcast elements, which is the reduction the vjp of broadcasting
+ * needs. The formulas are PyTorch's: d/db of a / b is -g ((a / b) / b). */
+static void bin_vjp_side(const bin_args *u, int k, int64_t n, const int64_t off[3],
+                         const int64_t inc[3])
 {
-    const bin_args *u = ud;
-    int64_t sa = inc[1], sb = inc[2];
+    int64_t sa = inc[1], sb = inc[2], s = inc[1 + k];
     TG__DISPATCH(u->dtype, T, {
         const T *g = (const T *)u->o + off[0];
         const T *a = (const T *)u->a + off[1], *b = (const T *)u->b + off[2];
-        T *ga = u->ga ? (T *)u->ga + off[1] : NULL;
-        T *gb = u->gb ? (T *)u->gb + off[2] : NULL;
-        for (int64_t i = 0; i < n; i++) {
-            T gi = g[i], ai = a[i * sa], bi = b[i * sb];
-            switch (u->kind) {
-            case ADD: if (ga) ga[i * sa] += gi; if (gb) gb[i * sb] += gi; break;
-            case SUB: if (ga) ga[i * sa] += gi; if (gb) gb[i * sb] -= gi; break;
-            case MUL: if (ga) ga[i * sa] += gi * bi; if (gb) gb[i * sb] += gi * ai; break;
-            default:
-                if (ga) ga[i * sa] += gi / bi;
-                if (gb) gb[i * sb] -= gi * ai / (bi * bi);
-                break;
-            }
+        double *acc = u->acc[k] ? u->acc[k] + off[1 + k] : NULL;
+        T *dst = acc ? NULL : (T *)u->g[k] + off[1 + k];
+        switch (u->kind * 2 + k) {
+        case ADD * 2: case ADD * 2 + 1: case SUB * 2: BIN_ACCUMULATE(g[i]); break;
+        case SUB * 2 + 1: BIN_ACCUMULATE(-g[i]); break;
+        case MUL * 2: BIN_ACCUMULATE(g[i] * b[i * sb]); break;
+        case MUL * 2 + 1: BIN_ACCUMULATE(g[i] * a[i * sa]); break;
+        case DIV * 2: BIN_ACCUMULATE(g[i] / b[i * sb]); break;
+        default: BIN_ACCUMULATE(-g[i] * ((a[i * sa] / b[i * sb]) / b[i * sb])); break;
         }
     });
+}
+
+static void bin_vjp_row(void *ud, int64_t n, const int64_t off[3], const int64_t inc[3])
+{
+    const bin_args *u = ud;
+    for (int k = 0; k < 2; k++)
+        if (u->g[k] || u->acc[k])
+            bin_vjp_side(u, k, n, off, inc);
 }
 
 static tg_tensor *binary_forward(tg_ctx *ctx, tg_node *node)
@@ -82,21 +99,52 @@ static tg_tensor *binary_forward(tg_ctx *ctx, tg_node *node)
         return NULL;
     tg__bcast it;
     tg__bcast_init(&it, out, a, b);
-    bin_args u = {kind_of(node), a->dtype, out->data, a->data, b->data, NULL, NULL};
+    bin_args u = {kind_of(node), a->dtype, out->data, a->data, b->data, {NULL}, {NULL}};
     tg__bcast_rows(&it, bin_forward_row, &u);
+    int kind = kind_of(node);
+    if (kind == ADD || kind == SUB) { /* the vjp reads no values */
+        tg_node_value_unused(node, 0);
+        tg_node_value_unused(node, 1);
+    }
+    tg_node_value_unused(node, -1);
     return out;
+}
+
+/* A float32 gradient summed over broadcast elements is accumulated in a
+ * zeroed double buffer, then added to the gradient (NULL: not needed). */
+static double *broadcast_accumulator(tg_ctx *ctx, const tg_tensor *x, const tg_tensor *grad,
+                                     const tg_tensor *gout)
+{
+    if (!grad || x->dtype != TG_F32 || x->numel == 0 || x->numel == gout->numel)
+        return NULL;
+    return tg_scratch(ctx, (size_t)x->numel * sizeof(double), true);
+}
+
+static void add_accumulated(tg_tensor *grad, const double *acc)
+{
+    float *g = grad->data;
+    for (int64_t i = 0; i < grad->numel; i++)
+        g[i] += (float)acc[i];
 }
 
 static tg_status binary_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                             tg_tensor *const *gin)
 {
-    (void)ctx;
     tg_tensor *a = node->in[0], *b = node->in[1];
+    bin_args u = {kind_of(node), a->dtype, gout->data, a->data, b->data, {NULL, NULL},
+                  {NULL, NULL}};
+    for (int k = 0; k < 2; k++) {
+        u.acc[k] = broadcast_accumulator(ctx, node->in[k], gin[k], gout);
+        if (tg_errcode(ctx))
+            return tg_errcode(ctx);
+        u.g[k] = gin[k] && !u.acc[k] ? gin[k]->data : NULL;
+    }
     tg__bcast it;
     tg__bcast_init(&it, gout, a, b);
-    bin_args u = {kind_of(node), a->dtype, gout->data, a->data, b->data,
-                  gin[0] ? gin[0]->data : NULL, gin[1] ? gin[1]->data : NULL};
     tg__bcast_rows(&it, bin_vjp_row, &u);
+    for (int k = 0; k < 2; k++)
+        if (u.acc[k])
+            add_accumulated(gin[k], u.acc[k]);
     return TG_OK;
 }
 
@@ -143,6 +191,16 @@ static double scalar_of(const tg_node *node)
     return node->op->attr_size ? ((const tg_scalar_attrs *)node->attrs)->c : 0.0;
 }
 
+/* The vjp of exp and sqrt reads the output, of log and pow the input, and
+ * of the others neither. */
+static void mark_unread(tg_node *node, int kind)
+{
+    if (kind != LOG && kind != POW)
+        tg_node_value_unused(node, 0);
+    if (kind != EXP && kind != SQRT)
+        tg_node_value_unused(node, -1);
+}
+
 static tg_tensor *unary_forward(tg_ctx *ctx, tg_node *node)
 {
     tg_tensor *x = node->in[0];
@@ -167,11 +225,15 @@ static tg_tensor *unary_forward(tg_ctx *ctx, tg_node *node)
         default: for (int64_t i = 0; i < n; i++) o[i] = xs[i] / tc; break;
         }
     });
+    mark_unread(node, kind);
     return out;
 }
 
 /* dx += g * f'(x), with f' from the saved output where that is cheaper:
- * exp' = exp(x) = y, sqrt' = 1 / (2 y), pow' = p x^(p-1) */
+ * exp' = exp(x) = y, sqrt' = 1 / (2 y), pow' = p x^(p-1). As PyTorch, pow'
+ * is g * (p x^(p-1)) with the bracket set to 0 when p = 0 (so at x = 0:
+ * p = 0 gives 0, 0 < p < 1 gives inf, p = 1 gives 1, p = 2 gives 0), and a
+ * NaN or Inf in g still propagates. */
 static tg_status unary_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                            tg_tensor *const *gin)
 {
@@ -191,7 +253,7 @@ static tg_status unary_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
         case SQRT: for (int64_t i = 0; i < n; i++) gx[i] += g[i] / (2 * ys[i]); break;
         case POW:
             for (int64_t i = 0; i < n; i++)
-                gx[i] += tc == 0 ? 0 : g[i] * tc * pow(xs[i], tc - 1);
+                gx[i] += g[i] * (c == 0 ? 0 : tc * pow(xs[i], tc - 1));
             break;
         case ADD_S: for (int64_t i = 0; i < n; i++) gx[i] += g[i]; break;
         case MUL_S: for (int64_t i = 0; i < n; i++) gx[i] += g[i] * tc; break;
@@ -203,7 +265,7 @@ static tg_status unary_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
 
 static int scalar_print(const tg_node *node, char *buf, size_t size)
 {
-    return snprintf(buf, size, "%s=%g", kind_of(node) == POW ? "p" : "c", scalar_of(node));
+    return snprintf(buf, size, "%s=%s", kind_of(node) == POW ? "p" : "c", tg__num(scalar_of(node)));
 }
 
 /* Inputs stay in [0.5, 2] where log, sqrt and any power are smooth; the

@@ -4,8 +4,10 @@
  *   matmul: C (..., n, m) = A (..., n, k) B (..., k, m), batch dims broadcast
  *           dA += G B^T,  dB += A^T G   (summed over broadcast batches)
  *   linear: y (M, out) = x (M, in) W^T + b, W (out, in), b (out)
- *           dx += G W,  dW += G^T x,  db += sum over rows of G
- * Backward accumulates by calling gemm with beta = 1.
+ *           dx += G W,  dW += G^T x,  db += sum over rows of G (in double)
+ * Backward accumulates by calling gemm with beta = 1. An inner size of 0
+ * gives zeros (an empty sum), and no size-0 matrix ever reaches BLAS, which
+ * rejects a leading dimension below 1.
  */
 #include "ops_impl.h"
 
@@ -137,6 +139,7 @@ static tg_tensor *matmul_forward(tg_ctx *ctx, tg_node *node)
         return NULL;
     mm_args u = {a->dtype, n, k, m, a->data, b->data, c->data, NULL, NULL, false};
     mm_run(&u, c, a, b);
+    tg_node_value_unused(node, -1); /* the vjp reads both inputs, not the product */
     return c;
 }
 
@@ -220,13 +223,36 @@ static tg_tensor *linear_forward(tg_ctx *ctx, tg_node *node)
                 for (int64_t j = 0; j < out_f; j++)
                     yd[r * out_f + j] += bd[j];
         });
+    if (b)
+        tg_node_value_unused(node, 2); /* db is the column sums of the gradient */
+    tg_node_value_unused(node, -1);
     return y;
+}
+
+/* db += the column sums of G (rows x out_f), accumulated in double */
+static tg_status bias_grad(tg_ctx *ctx, const tg_tensor *gout, int64_t rows, int64_t out_f,
+                           tg_tensor *gb)
+{
+    if (out_f == 0)
+        return TG_OK;
+    double *acc = tg_scratch(ctx, (size_t)out_f * sizeof(double), true);
+    if (!acc)
+        return tg_errcode(ctx);
+    TG__DISPATCH(gout->dtype, T, {
+        const T *g = gout->data;
+        T *d = gb->data;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < out_f; j++)
+                acc[j] += g[r * out_f + j];
+        for (int64_t j = 0; j < out_f; j++)
+            d[j] += (T)acc[j];
+    });
+    return TG_OK;
 }
 
 static tg_status linear_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                             tg_tensor *const *gin)
 {
-    (void)ctx;
     tg_tensor *x = node->in[0], *w = node->in[1];
     int64_t in = w->shape[1], out_f = w->shape[0];
     int64_t rows = gout->numel / (out_f ? out_f : 1);
@@ -237,13 +263,7 @@ static tg_status linear_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
         tg__gemm(x->dtype, true, false, out_f, in, rows, gout->data, out_f, x->data, in, true,
              gin[1]->data, in);
     if (node->n_in > 2 && gin[2])
-        TG__DISPATCH(x->dtype, T, {
-            const T *g = gout->data;
-            T *gb = gin[2]->data;
-            for (int64_t r = 0; r < rows; r++)
-                for (int64_t j = 0; j < out_f; j++)
-                    gb[j] += g[r * out_f + j];
-        });
+        return bias_grad(ctx, gout, rows, out_f, gin[2]);
     return TG_OK;
 }
 

@@ -4,8 +4,11 @@
  * x is viewed as (outer, n, inner) around the reduced axis (all elements:
  * outer = inner = 1). Forward: out[o, i] = sum_j x[o, j, i] (divided by n
  * for mean), accumulated in double. Vjp: dx[o, j, i] += g[o, i] (/ n).
+ * As PyTorch, the sum of no elements is 0 and their mean NaN.
  */
 #include "ops_impl.h"
+
+#include <math.h>
 
 typedef struct span { int64_t outer, n, inner; } span;
 
@@ -25,6 +28,15 @@ static span span_of(const tg_tensor *x, const tg_reduce_attrs *a, int axis)
 }
 
 static bool is_mean(const tg_node *node) { return node->op == &tg__op_mean; }
+
+/* What each sum is multiplied by: 1, or 1 / n for mean, which is NaN when
+ * n = 0 (PyTorch's mean of nothing; its gradient reaches no element). */
+static double scale_of(const tg_node *node, span s)
+{
+    if (!is_mean(node))
+        return 1.0;
+    return s.n ? 1.0 / (double)s.n : NAN;
+}
 
 static tg_tensor *reduce_forward(tg_ctx *ctx, tg_node *node)
 {
@@ -46,7 +58,7 @@ static tg_tensor *reduce_forward(tg_ctx *ctx, tg_node *node)
     if (!out)
         return NULL;
     span s = span_of(x, a, axis);
-    double scale = is_mean(node) ? 1.0 / (double)s.n : 1.0; /* n = 0: nan, as PyTorch */
+    double scale = scale_of(node, s);
     TG__DISPATCH(x->dtype, T, {
         const T *xs = x->data;
         T *o = out->data;
@@ -58,6 +70,8 @@ static tg_tensor *reduce_forward(tg_ctx *ctx, tg_node *node)
                 o[p * s.inner + i] = (T)(acc * scale);
             }
     });
+    tg_node_value_unused(node, 0); /* the vjp reads only the gradient */
+    tg_node_value_unused(node, -1);
     return out;
 }
 
@@ -69,7 +83,7 @@ static tg_status reduce_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
     tg_tensor *x = node->in[0];
     int axis = a->all ? 0 : (a->axis < 0 ? a->axis + x->ndim : a->axis);
     span s = span_of(x, a, axis);
-    double scale = is_mean(node) ? 1.0 / (double)s.n : 1.0;
+    double scale = scale_of(node, s);
     TG__DISPATCH(x->dtype, T, {
         const T *g = gout->data;
         T *gx = gin[0]->data;

@@ -8,6 +8,9 @@
  * is the same walk with source and destination swapped, accumulating:
  *   permute: dx[perm view] += g       slice: dx[start::step] += g
  *   pad:     dx += g[interior]        concat: dx_i += g[piece i]
+ * None of the vjps reads a value of the inputs or the output. Every size
+ * computed from an attribute is overflow-checked, and an empty copy
+ * computes no offsets (those of an empty shape need not fit in int64).
  */
 #include "ops_impl.h"
 
@@ -42,8 +45,18 @@ static void copy_row(void *ud, int64_t n, const int64_t off[3], const int64_t in
 
 /* dst[dst0 + idx . v->dst] (+)= src[src0 + idx . v->src] over the domain;
  * reverse swaps the roles (the vjp direction). */
+static bool view_empty(const view *v)
+{
+    for (int d = 0; d < v->ndim; d++)
+        if (v->shape[d] == 0)
+            return true;
+    return false;
+}
+
 static void view_copy(const view *v, tg_dtype dt, void *dst, const void *src, bool reverse)
 {
+    if (view_empty(v))
+        return;
     tg__bcast it;
     memset(&it, 0, sizeof it);
     it.ndim = v->ndim;
@@ -74,7 +87,24 @@ static void copy_sample_desc(tg_sample *s, const char *desc)
     snprintf(s->desc, sizeof s->desc, "%s", desc);
 }
 
+/* Every vjp of this file reads only the gradient. */
+static void mark_all_unread(tg_node *node)
+{
+    for (int i = -1; i < node->n_in; i++)
+        tg_node_value_unused(node, i);
+}
+
 /* ---------------------------------------------------------------- reshape */
+
+static tg_tensor *reshape_refuse(tg_ctx *ctx, const tg_tensor *x, const tg_reshape_attrs *a,
+                                 const char *why)
+{
+    char want[160];
+    tg__shape_fmt(want, sizeof want, a->ndim, a->shape);
+    TG_ERROR(ctx, TG_ESHAPE, "reshape: cannot view %s (%" PRId64 " elements) as %s%s",
+             tg__shape_s(x), x->numel, want, why);
+    return NULL;
+}
 
 static tg_tensor *reshape_forward(tg_ctx *ctx, tg_node *node)
 {
@@ -95,31 +125,25 @@ static tg_tensor *reshape_forward(tg_ctx *ctx, tg_node *node)
             TG_ERROR(ctx, TG_EINVAL, "reshape: dimension %d is %" PRId64
                      " (only one -1 is allowed)", d, shape[d]);
             return NULL;
-        } else {
-            known *= shape[d];
+        } else if (__builtin_mul_overflow(known, shape[d], &known)) {
+            return reshape_refuse(ctx, x, a, ": that shape has more elements than can be addressed");
         }
     }
     if (infer >= 0) {
-        if (known == 0 || x->numel % known) {
-            char want[96];
-            tg__shape_fmt(want, sizeof want, a->ndim, a->shape);
-            TG_ERROR(ctx, TG_ESHAPE, "reshape: cannot view %s (%" PRId64 " elements) as %s",
-                     tg__shape_s(x), x->numel, want);
-            return NULL;
-        }
+        if (known == 0)
+            return reshape_refuse(ctx, x, a, ": the -1 could be any size");
+        if (x->numel % known)
+            return reshape_refuse(ctx, x, a, "");
         shape[infer] = x->numel / known;
         known *= shape[infer];
     }
-    if (known != x->numel) {
-        char want[96];
-        tg__shape_fmt(want, sizeof want, a->ndim, a->shape);
-        TG_ERROR(ctx, TG_ESHAPE, "reshape: cannot view %s (%" PRId64 " elements) as %s", tg__shape_s(x),
-                 x->numel, want);
-        return NULL;
-    }
+    if (known != x->numel)
+        return reshape_refuse(ctx, x, a, "");
     tg_tensor *out = tg__tensor_new(ctx, x->dtype, a->ndim, shape, false);
-    if (out)
-        out->data = x->data;
+    if (!out)
+        return NULL;
+    out->data = x->data;
+    mark_all_unread(node);
     return out;
 }
 
@@ -193,70 +217,94 @@ tg_tensor *tg_flatten(tg_ctx *ctx, tg_tensor *x, int start, int end)
     int64_t shape[TG_MAX_DIMS];
     int nd = 0;
     for (int d = 0; d < x->ndim; d++) {
-        if (d <= s || d > e)
+        if (d <= s || d > e) {
             shape[nd++] = x->shape[d];
-        else
-            shape[nd - 1] *= x->shape[d];
+        } else if (__builtin_mul_overflow(shape[nd - 1], x->shape[d], &shape[nd - 1])) {
+            TG_ERROR(ctx, TG_ESHAPE, "flatten: dimensions %d to %d of %s multiply to more "
+                     "elements than can be addressed", s, e, tg__shape_s(x));
+            return NULL;
+        }
     }
     return tg_reshape(ctx, x, nd, shape);
 }
 
 /* ---------------------------------------------------------------- permute */
 
-static bool permute_view(tg_ctx *ctx, const tg_tensor *x, const tg_permute_attrs *a,
-                         const tg_tensor *out, view *v)
+/* The axes of a->perm, negative ones counted from the end as PyTorch does,
+ * into perm; false with an error unless they are a permutation of x's. */
+static bool check_perm(tg_ctx *ctx, const tg_tensor *x, const tg_permute_attrs *a, int *perm)
 {
     if (a->ndim != x->ndim) {
         TG_ERROR(ctx, TG_EINVAL, "permute: %d axes given for a %d-dimensional tensor", a->ndim, x->ndim);
         return false;
     }
+    char list[160];
+    int64_t given[TG_MAX_DIMS];
+    for (int d = 0; d < a->ndim; d++)
+        given[d] = a->perm[d];
+    tg__shape_fmt(list, sizeof list, a->ndim, given);
     bool seen[TG_MAX_DIMS] = {false};
     for (int d = 0; d < a->ndim; d++) {
         int p = a->perm[d];
-        if (p < 0 || p >= x->ndim || seen[p]) {
-            TG_ERROR(ctx, TG_EINVAL, "permute: axis list is not a permutation of 0..%d (entry %d is %d)",
-                     x->ndim - 1, d, p);
+        if (p < -x->ndim || p >= x->ndim) {
+            TG_ERROR(ctx, TG_EINVAL, "permute: %s is not a permutation: entry %d is %d, out of "
+                     "range for %s (axes -%d to %d)", list, d, p, tg__shape_s(x), x->ndim,
+                     x->ndim - 1);
             return false;
         }
-        seen[p] = true;
-    }
-    if (!out)
-        return true;
-    int64_t xs[TG_MAX_DIMS];
-    memset(v, 0, sizeof *v);
-    contiguous_strides(x, xs);
-    contiguous_strides(out, v->dst);
-    v->ndim = out->ndim;
-    for (int d = 0; d < out->ndim; d++) {
-        v->shape[d] = out->shape[d];
-        v->src[d] = xs[a->perm[d]];
+        perm[d] = p < 0 ? p + x->ndim : p;
+        if (seen[perm[d]]) {
+            TG_ERROR(ctx, TG_EINVAL, "permute: %s is not a permutation: axis %d appears twice",
+                     list, perm[d]);
+            return false;
+        }
+        seen[perm[d]] = true;
     }
     return true;
 }
 
+static void permute_view(const tg_tensor *x, const int *perm, const tg_tensor *out, view *v)
+{
+    memset(v, 0, sizeof *v);
+    v->ndim = out->ndim;
+    for (int d = 0; d < out->ndim; d++)
+        v->shape[d] = out->shape[d];
+    if (view_empty(v))
+        return;
+    int64_t xs[TG_MAX_DIMS];
+    contiguous_strides(x, xs);
+    contiguous_strides(out, v->dst);
+    for (int d = 0; d < out->ndim; d++)
+        v->src[d] = xs[perm[d]];
+}
+
 static tg_tensor *permute_forward(tg_ctx *ctx, tg_node *node)
 {
-    const tg_permute_attrs *a = node->attrs;
     tg_tensor *x = node->in[0];
-    if (!permute_view(ctx, x, a, NULL, NULL))
+    int perm[TG_MAX_DIMS];
+    if (!check_perm(ctx, x, node->attrs, perm))
         return NULL;
     int64_t shape[TG_MAX_DIMS];
     for (int d = 0; d < x->ndim; d++)
-        shape[d] = x->shape[a->perm[d]];
+        shape[d] = x->shape[perm[d]];
     tg_tensor *out = tg_empty(ctx, x->dtype, x->ndim, shape);
     if (!out)
         return NULL;
     view v;
-    permute_view(ctx, x, a, out, &v);
+    permute_view(x, perm, out, &v);
     view_copy(&v, x->dtype, out->data, x->data, false);
+    mark_all_unread(node);
     return out;
 }
 
 static tg_status permute_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                              tg_tensor *const *gin)
 {
+    int perm[TG_MAX_DIMS];
+    if (!check_perm(ctx, node->in[0], node->attrs, perm))
+        return tg_errcode(ctx);
     view v;
-    permute_view(ctx, node->in[0], node->attrs, gout, &v);
+    permute_view(node->in[0], perm, gout, &v);
     view_copy(&v, gout->dtype, gin[0]->data, gout->data, true);
     return TG_OK;
 }
@@ -331,18 +379,27 @@ static int64_t clamp_index(int64_t i, int64_t n)
     return i < 0 ? 0 : i > n ? n : i;
 }
 
+/* The elements kept: len of them from lo, step apart (Python's rules;
+ * no step ever added past the end, so INT64_MAX is a valid step). */
+static int64_t slice_len(int64_t lo, int64_t hi, int64_t step)
+{
+    return hi > lo ? (hi - lo - 1) / step + 1 : 0;
+}
+
 static void slice_view(const tg_tensor *x, const tg_slice_attrs *a, int axis, const tg_tensor *out,
                        view *v)
 {
     memset(v, 0, sizeof *v);
+    v->ndim = out->ndim;
+    for (int d = 0; d < out->ndim; d++)
+        v->shape[d] = out->shape[d];
+    if (view_empty(v))
+        return;
     int64_t xs[TG_MAX_DIMS];
     contiguous_strides(x, xs);
     contiguous_strides(out, v->dst);
-    v->ndim = out->ndim;
-    for (int d = 0; d < out->ndim; d++) {
-        v->shape[d] = out->shape[d];
-        v->src[d] = d == axis ? xs[d] * a->step : xs[d];
-    }
+    for (int d = 0; d < out->ndim; d++) /* with two or more kept, step < the axis size */
+        v->src[d] = d == axis && out->shape[d] > 1 ? xs[d] * a->step : xs[d];
     v->src0 = clamp_index(a->start, x->shape[axis]) * xs[axis];
 }
 
@@ -358,17 +415,16 @@ static tg_tensor *slice_forward(tg_ctx *ctx, tg_node *node)
         return NULL;
     }
     int64_t n = x->shape[axis];
-    int64_t lo = clamp_index(a->start, n), hi = clamp_index(a->end, n);
-    int64_t len = hi > lo ? (hi - lo + a->step - 1) / a->step : 0;
     int64_t shape[TG_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
-    shape[axis] = len;
+    shape[axis] = slice_len(clamp_index(a->start, n), clamp_index(a->end, n), a->step);
     tg_tensor *out = tg_empty(ctx, x->dtype, x->ndim, shape);
     if (!out)
         return NULL;
     view v;
     slice_view(x, a, axis, out, &v);
     view_copy(&v, x->dtype, out->data, x->data, false);
+    mark_all_unread(node);
     return out;
 }
 
@@ -415,16 +471,50 @@ tg_tensor *tg_slice(tg_ctx *ctx, tg_tensor *x, int axis, int64_t start, int64_t 
 
 /* ---------------------------------------------------------------- pad */
 
+/* Negative padding crops, as torch.nn.functional.pad: along dimension d
+ * the kept part of x starts at max(-before, 0) and lands at max(before, 0). */
+static int64_t kept_len(int64_t n, const int64_t p[2])
+{
+    return n + (p[0] < 0 ? p[0] : 0) + (p[1] < 0 ? p[1] : 0);
+}
+
 static void pad_view(const tg_tensor *x, const tg_pad_attrs *a, const tg_tensor *out, view *v)
 {
     memset(v, 0, sizeof *v);
+    v->ndim = x->ndim;
+    for (int d = 0; d < x->ndim; d++)
+        v->shape[d] = kept_len(x->shape[d], a->pad[d]);
+    if (view_empty(v))
+        return;
     contiguous_strides(x, v->src);
     contiguous_strides(out, v->dst);
-    v->ndim = x->ndim;
     for (int d = 0; d < x->ndim; d++) {
-        v->shape[d] = x->shape[d];
-        v->dst0 += a->pad[d][0] * v->dst[d];
+        int64_t before = a->pad[d][0];
+        if (before < 0)
+            v->src0 += -before * v->src[d];
+        else
+            v->dst0 += before * v->dst[d];
     }
+}
+
+/* The padded size of dimension d, or -1 with an error. */
+static int64_t padded_size(tg_ctx *ctx, const tg_tensor *x, const tg_pad_attrs *a, int d)
+{
+    const int64_t *p = a->pad[d];
+    int64_t n = x->shape[d], size;
+    /* tested in this order, nothing overflows: each negative term is >= -n */
+    if (p[0] < -n || p[1] < -n || kept_len(n, p) < 0) {
+        TG_ERROR(ctx, TG_ESHAPE, "pad: negative padding (%" PRId64 ", %" PRId64 ") of dimension "
+                 "%d of %s removes more than its %" PRId64 " elements", p[0], p[1], d,
+                 tg__shape_s(x), n);
+        return -1;
+    }
+    if (__builtin_add_overflow(n, p[0], &size) || __builtin_add_overflow(size, p[1], &size)) {
+        TG_ERROR(ctx, TG_ESHAPE, "pad: size %" PRId64 " of dimension %d of %s plus padding (%"
+                 PRId64 ", %" PRId64 ") overflows int64", n, d, tg__shape_s(x), p[0], p[1]);
+        return -1;
+    }
+    return size;
 }
 
 static tg_tensor *pad_forward(tg_ctx *ctx, tg_node *node)
@@ -437,20 +527,16 @@ static tg_tensor *pad_forward(tg_ctx *ctx, tg_node *node)
         return NULL;
     }
     int64_t shape[TG_MAX_DIMS];
-    for (int d = 0; d < x->ndim; d++) {
-        if (a->pad[d][0] < 0 || a->pad[d][1] < 0) {
-            TG_ERROR(ctx, TG_EINVAL, "pad: padding of dimension %d is (%" PRId64 ", %" PRId64
-                     "); it must be >= 0", d, a->pad[d][0], a->pad[d][1]);
+    for (int d = 0; d < x->ndim; d++)
+        if ((shape[d] = padded_size(ctx, x, a, d)) < 0)
             return NULL;
-        }
-        shape[d] = x->shape[d] + a->pad[d][0] + a->pad[d][1];
-    }
     tg_tensor *out = tg_zeros(ctx, x->dtype, x->ndim, shape);
     if (!out)
         return NULL;
     view v;
     pad_view(x, a, out, &v);
     view_copy(&v, x->dtype, out->data, x->data, false);
+    mark_all_unread(node);
     return out;
 }
 
@@ -480,14 +566,16 @@ static int pad_sample(tg_ctx *ctx, int index, tg_sample *s)
         {3, {{0, 0}, {0, 0}, {1, 1}}},
         {4, {{0, 0}, {0, 0}, {1, 2}, {0, 1}}},
         {3, {{0, 0}, {0, 0}, {0, 0}}},
+        {4, {{0, 0}, {0, 0}, {-1, 2}, {1, -2}}},
     };
-    static const int64_t shapes[][4] = {{2, 1, 5}, {1, 2, 3, 3}, {2, 1, 3}};
-    if (index >= 3)
+    static const int64_t shapes[][4] = {{2, 1, 5}, {1, 2, 3, 3}, {2, 1, 3}, {1, 1, 3, 4}};
+    static const char *desc[] = {"1-D both sides", "2-D uneven", "no padding", "negative crops"};
+    if (index >= 4)
         return 0;
     s->n_in = 1;
     s->in[0] = tg__sample_rand(ctx, attrs[index].ndim, shapes[index], -1, 1, true);
     memcpy(s->attrs, &attrs[index], sizeof attrs[index]);
-    copy_sample_desc(s, index == 0 ? "1-D both sides" : index == 1 ? "2-D uneven" : "no padding");
+    copy_sample_desc(s, desc[index]);
     return s->in[0] ? 1 : tg_errcode(ctx);
 }
 
@@ -534,11 +622,13 @@ tg_tensor *tg_pad2d(tg_ctx *ctx, tg_tensor *x, int64_t left, int64_t right, int6
 static void concat_view(const tg_tensor *out, const tg_tensor *x, int axis, int64_t before, view *v)
 {
     memset(v, 0, sizeof *v);
-    contiguous_strides(x, v->src);
-    contiguous_strides(out, v->dst);
     v->ndim = x->ndim;
     for (int d = 0; d < x->ndim; d++)
         v->shape[d] = x->shape[d];
+    if (view_empty(v))
+        return;
+    contiguous_strides(x, v->src);
+    contiguous_strides(out, v->dst);
     v->dst0 = before * v->dst[axis];
 }
 
@@ -564,7 +654,11 @@ static tg_tensor *concat_forward(tg_ctx *ctx, tg_node *node)
                      i, tg__shape_s(x), tg__shape_s(x0), axis);
             return NULL;
         }
-        shape[axis] += x->shape[axis];
+        if (__builtin_add_overflow(shape[axis], x->shape[axis], &shape[axis])) {
+            TG_ERROR(ctx, TG_ESHAPE, "concat: the sizes along axis %d add up to more than %"
+                     PRId64 " at input %d, %s", axis, INT64_MAX, i, tg__shape_s(x));
+            return NULL;
+        }
     }
     tg_tensor *out = tg_empty(ctx, x0->dtype, x0->ndim, shape);
     if (!out)
@@ -576,6 +670,7 @@ static tg_tensor *concat_forward(tg_ctx *ctx, tg_node *node)
         view_copy(&v, out->dtype, out->data, node->in[i]->data, false);
         before += node->in[i]->shape[axis];
     }
+    mark_all_unread(node);
     return out;
 }
 
@@ -625,6 +720,11 @@ const tg_op tg__op_concat = {.name = "concat", .min_in = 1, .max_in = -1,
 
 tg_tensor *tg_concat(tg_ctx *ctx, tg_tensor *const *xs, int n, int axis)
 {
+    TG__GUARD(ctx, NULL);
+    if (n < 1) {
+        TG_ERROR(ctx, TG_EINVAL, "concat: needs at least 1 tensor to join, got %d", n);
+        return NULL;
+    }
     tg_concat_attrs a = {axis};
     return tg_apply(ctx, &tg__op_concat, xs, n, &a);
 }
