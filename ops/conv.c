@@ -2,20 +2,27 @@
  * conv.c: conv1d and conv2d (cross-correlation, PyTorch's layout) through
  * im2col and gemm; conv1d is conv2d with a height of 1.
  *
- * Shapes: x (N, C, H, W), w (K, Cg, R, S) with Cg = C / G, y (N, K, OH, OW).
+ * Shapes: x (N, C, H, W), w (K, Cg, R, S) with Cg = C / G, y (N, K, OH, OW),
+ * OH = floor((H + 2 ph - dh (R - 1) - 1) / sh) + 1 (OW likewise).
  * For image n and group g, col (Cg R S, OH OW) holds the receptive fields:
  *   col[(c R + i) S + j][oy OW + ox] = x[n, g Cg + c, oy sh - ph + i dh, ox sw - pw + j dw]
  * (zero outside the image), and
  *   y[n, group g]  = w_g (Kg, Cg R S) col
  *   dw_g          += dy[n, group g] col^T
  *   dcol           = w_g^T dy[n, group g], scattered back into dx (col2im, +=)
- *   db            += dy summed over n and pixels
+ *   db            += dy summed over n and pixels (in double for float32)
  * i.e. dX is the full convolution of dY with the kernel rotated 180 degrees.
  * A 1x1 kernel with stride 1 and no padding uses x itself as col.
+ *
+ * Sizes come from the caller, so every one is computed with overflow checks.
+ * As in PyTorch, an input without elements is taken only when its batch is
+ * empty (N = 0): the output is then (0, K, OH, OW) and nothing is computed.
+ * The vjp reads x and w, never the bias or the output.
  */
 #include "ops_impl.h"
 
 #include <inttypes.h>
+#include <limits.h>
 
 typedef struct geom {
     int64_t n, c, h, w;        /* input */
@@ -23,6 +30,7 @@ typedef struct geom {
     int64_t oh, ow;            /* output */
     int64_t sh, sw, ph, pw, dh, dw, g;
     int64_t cg, kg, crs, ohw;  /* per group: channels, filters, col rows; output pixels */
+    size_t col_bytes;          /* one im2col buffer (crs, ohw) */
 } geom;
 
 static bool is_1d(const tg_node *node) { return node->op == &tg__op_conv1d; }
@@ -32,20 +40,22 @@ static bool direct_col(const geom *q)
     return q->r == 1 && q->s == 1 && q->sh == 1 && q->sw == 1 && q->ph == 0 && q->pw == 0;
 }
 
-/* Fills q from the node and validates it; every message names the op. */
-static tg_status geometry(tg_ctx *ctx, const tg_node *node, geom *q)
+/* A pair of sizes as messages give it: "h x w" for conv2d, "w" for conv1d. */
+static const char *pair(char *buf, size_t size, bool one, int64_t h, int64_t w)
 {
-    const char *who = node->op->name;
+    if (one)
+        snprintf(buf, size, "%" PRId64, w);
+    else
+        snprintf(buf, size, "%" PRId64 " x %" PRId64, h, w);
+    return buf;
+}
+
+static void read_geometry(const tg_node *node, geom *q)
+{
     const tg_conv_attrs *a = node->attrs;
-    const tg_tensor *x = node->in[0], *w = node->in[1], *b = node->n_in > 2 ? node->in[2] : NULL;
+    const tg_tensor *x = node->in[0], *w = node->in[1];
     bool one = is_1d(node);
     int nd = one ? 3 : 4;
-    if (tg__same_dtype(ctx, who, x, w) || (b && tg__same_dtype(ctx, who, x, b)))
-        return tg_errcode(ctx);
-    if (x->ndim != nd || w->ndim != nd)
-        return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s and weight %s must both have %d dimensions "
-                        "(%s)", who, tg__shape_s(x), tg__shape_s(w), nd,
-                        one ? "N, C, L and K, C/groups, R" : "N, C, H, W and K, C/groups, R, S");
     memset(q, 0, sizeof *q);
     q->n = x->shape[0];
     q->c = x->shape[1];
@@ -61,6 +71,10 @@ static tg_status geometry(tg_ctx *ctx, const tg_node *node, geom *q)
     q->dh = one ? 1 : a->dilation[0];
     q->dw = one ? a->dilation[0] : a->dilation[1];
     q->g = a->groups;
+}
+
+static tg_status check_attrs(tg_ctx *ctx, const char *who, const geom *q)
+{
     if (q->sh < 1 || q->sw < 1)
         return TG_ERROR(ctx, TG_EINVAL, "%s: stride %" PRId64 "; it must be >= 1", who,
                         q->sh < 1 ? q->sh : q->sw);
@@ -70,7 +84,19 @@ static tg_status geometry(tg_ctx *ctx, const tg_node *node, geom *q)
     if (q->ph < 0 || q->pw < 0)
         return TG_ERROR(ctx, TG_EINVAL, "%s: padding %" PRId64 "; it must be >= 0", who,
                         q->ph < 0 ? q->ph : q->pw);
-    if (q->g < 1 || q->c % q->g || q->k % q->g)
+    if (q->g < 1)
+        return TG_ERROR(ctx, TG_EINVAL, "%s: groups = %" PRId64 "; it must be >= 1", who, q->g);
+    return TG_OK;
+}
+
+/* Filters, channels, kernel and bias against the input and the groups. */
+static tg_status check_weight(tg_ctx *ctx, const char *who, bool one, geom *q,
+                              const tg_tensor *w, const tg_tensor *b)
+{
+    char rs[48];
+    if (q->k == 0)
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: weight %s has no filters", who, tg__shape_s(w));
+    if (q->c % q->g || q->k % q->g)
         return TG_ERROR(ctx, TG_EINVAL, "%s: groups = %" PRId64 " must divide both the %" PRId64
                         " input channels and the %" PRId64 " filters", who, q->g, q->c, q->k);
     q->cg = q->c / q->g;
@@ -82,23 +108,107 @@ static tg_status geometry(tg_ctx *ctx, const tg_node *node, geom *q)
     if (b && (b->ndim != 1 || b->shape[0] != q->k))
         return TG_ERROR(ctx, TG_ESHAPE, "%s: bias %s should be (%" PRId64 ")", who,
                         tg__shape_s(b), q->k);
-    int64_t span_h = q->dh * (q->r - 1) + 1, span_w = q->dw * (q->s - 1) + 1;
-    int64_t in_h = q->h + 2 * q->ph, in_w = q->w + 2 * q->pw;
-    if (span_h > in_h || span_w > in_w) {
-        if (one)
-            return TG_ERROR(ctx, TG_ESHAPE, "%s: the kernel spans %" PRId64 " but the padded "
-                            "input is only %" PRId64 " long", who, span_w, in_w);
-        return TG_ERROR(ctx, TG_ESHAPE, "%s: the kernel spans %" PRId64 " x %" PRId64 " but the "
-                        "padded input is only %" PRId64 " x %" PRId64, who, span_h, span_w,
-                        in_h, in_w);
-    }
-    q->oh = (in_h - span_h) / q->sh + 1;
-    q->ow = (in_w - span_w) / q->sw + 1;
-    q->crs = q->cg * q->r * q->s;
-    q->ohw = q->oh * q->ow;
-    if (q->kg > INT32_MAX || q->crs > INT32_MAX || q->ohw > INT32_MAX)
-        return TG_ERROR(ctx, TG_ESHAPE, "%s: a dimension exceeds the BLAS limit", who);
+    if (q->r < 1 || q->s < 1)
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: weight %s has a kernel of size %s; it must be at "
+                        "least 1", who, tg__shape_s(w), pair(rs, sizeof rs, one, q->r, q->s));
     return TG_OK;
+}
+
+/* One spatial axis: input size, kernel size, stride, padding, dilation. */
+typedef struct axis { int64_t n, k, s, p, d; } axis;
+enum { AXIS_FITS, AXIS_PAD_OVERFLOW, AXIS_SPAN_OVERFLOW, AXIS_TOO_SMALL };
+
+/* The padded input, the kernel's span and the output length along one axis. */
+static int axis_len(const axis *a, int64_t *padded, int64_t *span, int64_t *out)
+{
+    if (__builtin_mul_overflow(a->p, 2, padded) || __builtin_add_overflow(*padded, a->n, padded))
+        return AXIS_PAD_OVERFLOW;
+    if (__builtin_mul_overflow(a->d, a->k - 1, span) || __builtin_add_overflow(*span, 1, span))
+        return AXIS_SPAN_OVERFLOW;
+    if (*span > *padded)
+        return AXIS_TOO_SMALL;
+    *out = (*padded - *span) / a->s + 1;
+    return AXIS_FITS;
+}
+
+/* q->oh and q->ow, or an error naming input, kernel, padding and dilation. */
+static tg_status output_size(tg_ctx *ctx, const char *who, bool one, geom *q)
+{
+    const axis ax[2] = {{q->h, q->r, q->sh, q->ph, q->dh}, {q->w, q->s, q->sw, q->pw, q->dw}};
+    int64_t padded[2], span[2], out[2] = {0, 0};
+    int why[2];
+    char in[48], k[48], p[48], d[48], sp[48], pd[48];
+    for (int i = 0; i < 2; i++)
+        why[i] = axis_len(&ax[i], &padded[i], &span[i], &out[i]);
+    pair(in, sizeof in, one, q->h, q->w);
+    pair(k, sizeof k, one, q->r, q->s);
+    pair(p, sizeof p, one, q->ph, q->pw);
+    pair(d, sizeof d, one, q->dh, q->dw);
+    for (int i = 0; i < 2; i++) {
+        if (why[i] == AXIS_PAD_OVERFLOW)
+            return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s with padding %s on each side is larger "
+                            "than can be addressed", who, in, p);
+        if (why[i] == AXIS_SPAN_OVERFLOW)
+            return TG_ERROR(ctx, TG_ESHAPE, "%s: kernel %s with dilation %s spans more than can "
+                            "be addressed", who, k, d);
+    }
+    if (why[0] == AXIS_TOO_SMALL || why[1] == AXIS_TOO_SMALL)
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: the kernel spans %s but the padded input is only "
+                        "%s%s (input %s, kernel %s, padding %s, dilation %s): the output would be "
+                        "empty", who, pair(sp, sizeof sp, one, span[0], span[1]),
+                        pair(pd, sizeof pd, one, padded[0], padded[1]), one ? " long" : "", in, k,
+                        p, d);
+    q->oh = out[0];
+    q->ow = out[1];
+    return TG_OK;
+}
+
+/* The sizes the kernels use, within BLAS's int and the address space. */
+static tg_status work_sizes(tg_ctx *ctx, const char *who, bool one, geom *q, size_t es)
+{
+    char o[48];
+    q->crs = q->cg * q->r * q->s; /* at most the weight's element count */
+    if (__builtin_mul_overflow(q->oh, q->ow, &q->ohw))
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: an output of %s per channel is more than can be "
+                        "addressed", who, pair(o, sizeof o, one, q->oh, q->ow));
+    const char *what = q->kg > INT_MAX ? "filters per group"
+                       : q->crs > INT_MAX ? "im2col rows (C / groups x kernel size)"
+                       : q->ohw > INT_MAX ? "output positions per channel" : NULL;
+    if (what)
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: %s = %" PRId64 " exceeds the BLAS limit %d", who,
+                        what, q->kg > INT_MAX ? q->kg : q->crs > INT_MAX ? q->crs : q->ohw,
+                        INT_MAX);
+    int64_t elems, bytes;
+    if (__builtin_mul_overflow(q->crs, q->ohw, &elems) ||
+        __builtin_mul_overflow(elems, (int64_t)es, &bytes))
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: an im2col buffer of %" PRId64 " x %" PRId64
+                        " elements is more than can be addressed", who, q->crs, q->ohw);
+    q->col_bytes = (size_t)bytes;
+    return TG_OK;
+}
+
+/* Fills q from the node and validates it; every message names the op. */
+static tg_status geometry(tg_ctx *ctx, const tg_node *node, geom *q)
+{
+    const char *who = node->op->name;
+    const tg_tensor *x = node->in[0], *w = node->in[1], *b = node->n_in > 2 ? node->in[2] : NULL;
+    bool one = is_1d(node);
+    int nd = one ? 3 : 4;
+    if (tg__same_dtype(ctx, who, x, w) || (b && tg__same_dtype(ctx, who, x, b)))
+        return tg_errcode(ctx);
+    if (x->ndim != nd || w->ndim != nd)
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s and weight %s must both have %d dimensions "
+                        "(%s)", who, tg__shape_s(x), tg__shape_s(w), nd,
+                        one ? "N, C, L and K, C/groups, R" : "N, C, H, W and K, C/groups, R, S");
+    read_geometry(node, q);
+    if (check_attrs(ctx, who, q) || check_weight(ctx, who, one, q, w, b) ||
+        output_size(ctx, who, one, q))
+        return tg_errcode(ctx);
+    if (q->n > 0 && x->numel == 0)
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s has no elements but a batch of %" PRId64
+                        "; as in PyTorch, an empty input is taken only when its batch is empty",
+                        who, tg__shape_s(x), q->n);
+    return q->n > 0 ? work_sizes(ctx, who, one, q, tg_dtype_size(x->dtype)) : TG_OK;
 }
 
 /* col (crs, ohw) from channels [c0, c0 + cg) of image xi; col2im when back. */
@@ -136,19 +246,35 @@ static void im2col(const geom *q, tg_dtype dt, const void *xi, int64_t c0, void 
     });
 }
 
+/* y[n, k, :] += b[k] */
+static void add_bias(const geom *q, tg_dtype dt, void *y, const void *b)
+{
+    TG__DISPATCH(dt, T, {
+        T *o = y;
+        const T *bs = b;
+        for (int64_t n = 0; n < q->n; n++)
+            for (int64_t k = 0; k < q->k; k++)
+                for (int64_t p = 0; p < q->ohw; p++)
+                    o[(n * q->k + k) * q->ohw + p] += bs[k];
+    });
+}
+
 static tg_tensor *conv_forward(tg_ctx *ctx, tg_node *node)
 {
     geom q;
     if (geometry(ctx, node, &q))
         return NULL;
     tg_tensor *x = node->in[0], *w = node->in[1], *b = node->n_in > 2 ? node->in[2] : NULL;
+    tg_node_value_unused(node, -1);
+    if (b)
+        tg_node_value_unused(node, 2);
     tg_tensor *y = is_1d(node) ? tg_empty(ctx, x->dtype, TG_SHAPE(q.n, q.k, q.ow))
                                : tg_empty(ctx, x->dtype, TG_SHAPE(q.n, q.k, q.oh, q.ow));
-    if (!y)
-        return NULL;
+    if (!y || q.n == 0)
+        return y;
     size_t es = tg_dtype_size(x->dtype);
     bool direct = direct_col(&q);
-    void *col = direct ? NULL : tg_scratch(ctx, (size_t)(q.crs * q.ohw) * es, false);
+    void *col = direct ? NULL : tg_scratch(ctx, q.col_bytes, false);
     if (!direct && !col)
         return NULL;
     for (int64_t n = 0; n < q.n; n++) {
@@ -163,64 +289,80 @@ static tg_tensor *conv_forward(tg_ctx *ctx, tg_node *node)
         }
     }
     if (b)
-        TG__DISPATCH(x->dtype, T, {
-            T *o = y->data;
-            const T *bs = b->data;
-            for (int64_t n = 0; n < q.n; n++)
-                for (int64_t k = 0; k < q.k; k++)
-                    for (int64_t p = 0; p < q.ohw; p++)
-                        o[(n * q.k + k) * q.ohw + p] += bs[k];
-        });
+        add_bias(&q, x->dtype, y->data, b->data);
     return y;
+}
+
+/* db[k] += dy[:, k, :] summed over images and positions, in double. */
+static void bias_grad(const geom *q, tg_dtype dt, const void *gout, void *gb)
+{
+    TG__DISPATCH(dt, T, {
+        const T *dy = gout;
+        T *db = gb;
+        for (int64_t k = 0; k < q->k; k++) {
+            double s = 0;
+            for (int64_t n = 0; n < q->n; n++) {
+                const T *row = dy + (n * q->k + k) * q->ohw;
+                for (int64_t p = 0; p < q->ohw; p++)
+                    s += row[p];
+            }
+            db[k] = (T)((double)db[k] + s);
+        }
+    });
+}
+
+/* Scratch of the vjp: col for dw, dcol for dx (NULL when not needed). */
+typedef struct vjp_bufs { void *col, *dcol; } vjp_bufs;
+
+/* dw and dx of image n. */
+static void conv_vjp_image(const geom *q, const tg_tensor *x, const tg_tensor *w,
+                           const tg_tensor *gout, tg_tensor *gx, tg_tensor *gw, vjp_bufs bufs,
+                           int64_t n)
+{
+    size_t es = tg_dtype_size(x->dtype);
+    bool direct = direct_col(q);
+    const char *xi = (const char *)x->data + (size_t)(n * q->c * q->h * q->w) * es;
+    char *gxi = gx ? (char *)gx->data + (size_t)(n * q->c * q->h * q->w) * es : NULL;
+    for (int64_t g = 0; g < q->g; g++) {
+        const char *dy = (const char *)gout->data + (size_t)((n * q->k + g * q->kg) * q->ohw) * es;
+        const char *wg = (const char *)w->data + (size_t)(g * q->kg * q->crs) * es;
+        if (gw) {
+            const void *cols = direct ? xi + (size_t)(g * q->cg * q->ohw) * es : bufs.col;
+            if (!direct)
+                im2col(q, x->dtype, xi, g * q->cg, bufs.col, false);
+            tg__gemm(x->dtype, false, true, q->kg, q->crs, q->ohw, dy, q->ohw, cols, q->ohw, true,
+                     (char *)gw->data + (size_t)(g * q->kg * q->crs) * es, q->crs);
+        }
+        if (gx && direct) {
+            tg__gemm(x->dtype, true, false, q->crs, q->ohw, q->kg, wg, q->crs, dy, q->ohw, true,
+                     gxi + (size_t)(g * q->cg * q->ohw) * es, q->ohw);
+        } else if (gx) {
+            tg__gemm(x->dtype, true, false, q->crs, q->ohw, q->kg, wg, q->crs, dy, q->ohw, false,
+                     bufs.dcol, q->ohw);
+            im2col(q, x->dtype, gxi, g * q->cg, bufs.dcol, true);
+        }
+    }
 }
 
 static tg_status conv_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
 {
     geom q;
-    geometry(ctx, node, &q);
-    tg_tensor *x = node->in[0], *w = node->in[1];
-    tg_tensor *gx = gin[0], *gw = gin[1], *gb = node->n_in > 2 ? gin[2] : NULL;
-    size_t es = tg_dtype_size(x->dtype);
-    bool direct = direct_col(&q);
-    void *col = direct ? NULL : tg_scratch(ctx, (size_t)(q.crs * q.ohw) * es, false);
-    void *dcol = gx && !direct ? tg_scratch(ctx, (size_t)(q.crs * q.ohw) * es, false) : NULL;
-    if ((!direct && !col) || (gx && !direct && !dcol))
+    if (geometry(ctx, node, &q))
         return tg_errcode(ctx);
-    for (int64_t n = 0; n < q.n; n++) {
-        const char *xi = (const char *)x->data + (size_t)(n * q.c * q.h * q.w) * es;
-        char *gxi = gx ? (char *)gx->data + (size_t)(n * q.c * q.h * q.w) * es : NULL;
-        for (int64_t g = 0; g < q.g; g++) {
-            const char *dy = (const char *)gout->data + (size_t)((n * q.k + g * q.kg) * q.ohw) * es;
-            const char *wg = (const char *)w->data + (size_t)(g * q.kg * q.crs) * es;
-            if (gw) {
-                const void *cols = direct ? xi + (size_t)(g * q.cg * q.ohw) * es : col;
-                if (!direct)
-                    im2col(&q, x->dtype, xi, g * q.cg, col, false);
-                tg__gemm(x->dtype, false, true, q.kg, q.crs, q.ohw, dy, q.ohw, cols, q.ohw, true,
-                         (char *)gw->data + (size_t)(g * q.kg * q.crs) * es, q.crs);
-            }
-            if (gx && direct) {
-                tg__gemm(x->dtype, true, false, q.crs, q.ohw, q.kg, wg, q.crs, dy, q.ohw, true,
-                         gxi + (size_t)(g * q.cg * q.ohw) * es, q.ohw);
-            } else if (gx) {
-                tg__gemm(x->dtype, true, false, q.crs, q.ohw, q.kg, wg, q.crs, dy, q.ohw, false,
-                         dcol, q.ohw);
-                im2col(&q, x->dtype, gxi, g * q.cg, dcol, true);
-            }
-        }
-    }
+    if (q.n == 0) /* nothing to add: every sum is empty */
+        return TG_OK;
+    tg_tensor *gx = gin[0], *gw = gin[1], *gb = node->n_in > 2 ? gin[2] : NULL;
+    bool direct = direct_col(&q);
+    vjp_bufs bufs = {NULL, NULL};
+    if (gw && !direct && !(bufs.col = tg_scratch(ctx, q.col_bytes, false)))
+        return tg_errcode(ctx);
+    if (gx && !direct && !(bufs.dcol = tg_scratch(ctx, q.col_bytes, false)))
+        return tg_errcode(ctx);
+    if (gx || gw)
+        for (int64_t n = 0; n < q.n; n++)
+            conv_vjp_image(&q, node->in[0], node->in[1], gout, gx, gw, bufs, n);
     if (gb)
-        TG__DISPATCH(x->dtype, T, {
-            const T *dy = gout->data;
-            T *db = gb->data;
-            for (int64_t n = 0; n < q.n; n++)
-                for (int64_t k = 0; k < q.k; k++) {
-                    T s = 0;
-                    for (int64_t p = 0; p < q.ohw; p++)
-                        s += dy[(n * q.k + k) * q.ohw + p];
-                    db[k] += s;
-                }
-        });
+        bias_grad(&q, gout->dtype, gout->data, gb->data);
     return TG_OK;
 }
 

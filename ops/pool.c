@@ -2,13 +2,19 @@
  * pool.c: max and average pooling (1-D and 2-D), global average pooling.
  *
  * x is (N, C, H, W) (1-D: H = 1); each of the N C planes is pooled alone:
- *   out[oy][ox] over the window rows oy sh - ph .. + kh - 1, cols ox sw - pw .. + kw - 1
+ *   out[oy][ox] over the window rows oy sh - ph .. + kh - 1, cols ox sw - pw .. + kw - 1,
+ *   OH = floor((H + 2 ph - kh) / sh) + 1 (OW likewise), with ph <= kh / 2
  *   max: the largest in-bounds value (padding is -inf); the flat index of the
- *        first maximum is saved, and dx[argmax] += g (ties go to the first, as
- *        PyTorch; NaN wins, as PyTorch)
- *   avg: the sum of in-bounds values / (kh kw) (padding counts as zeros);
- *        dx += g / (kh kw) over the window
- *   global_avg_pool: (N, C, ...) -> (N, C), the mean of each plane
+ *        maximum is saved, and dx[argmax] += g. Ties go to the first, a NaN
+ *        beats every number and a later NaN beats an earlier one, as in
+ *        PyTorch's max_pool2d_with_indices, so a window with a NaN gives NaN
+ *        and sends its gradient to its last NaN
+ *   avg: the sum of in-bounds values / (kh kw) (padding counts as zeros),
+ *        summed in double; dx += g / (kh kw) over the window
+ *   global_avg_pool: (N, C, ...) -> (N, C), the mean of each plane (summed in
+ *        double; NaN for an empty plane, as torch.mean)
+ * No vjp reads an input or output value (max pooling reads its saved
+ * indices). As in PyTorch, only the batch of a pooled input may be empty.
  */
 #include "ops_impl.h"
 
@@ -18,6 +24,7 @@
 typedef struct pgeom {
     int64_t planes, h, w, oh, ow;
     int64_t kh, kw, sh, sw, ph, pw;
+    double area; /* kh kw, which may exceed int64 */
 } pgeom;
 
 static bool pool_1d(const tg_node *node)
@@ -30,46 +37,91 @@ static bool pool_max(const tg_node *node)
     return node->op == &tg__op_max_pool1d || node->op == &tg__op_max_pool2d;
 }
 
-static tg_status pool_geometry(tg_ctx *ctx, const tg_node *node, pgeom *q)
+/* A pair of sizes as messages give it: "h x w" in 2-D, "w" in 1-D. */
+static const char *pair(char *buf, size_t size, bool one, int64_t h, int64_t w)
 {
-    const char *who = node->op->name;
+    if (one)
+        snprintf(buf, size, "%" PRId64, w);
+    else
+        snprintf(buf, size, "%" PRId64 " x %" PRId64, h, w);
+    return buf;
+}
+
+static void read_pool_geometry(const tg_node *node, pgeom *q)
+{
     const tg_pool_attrs *a = node->attrs;
     const tg_tensor *x = node->in[0];
     bool one = pool_1d(node);
-    int nd = one ? 3 : 4;
-    if (x->ndim != nd)
-        return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s should be %s", who, tg__shape_s(x),
-                        one ? "(N, C, L)" : "(N, C, H, W)");
     memset(q, 0, sizeof *q);
-    q->planes = x->shape[0] * x->shape[1];
     q->h = one ? 1 : x->shape[2];
-    q->w = x->shape[nd - 1];
+    q->w = x->shape[x->ndim - 1];
     q->kh = one ? 1 : a->kernel[0];
     q->kw = one ? a->kernel[0] : a->kernel[1];
     q->sh = one ? 1 : a->stride[0];
     q->sw = one ? a->stride[0] : a->stride[1];
     q->ph = one ? 0 : a->padding[0];
     q->pw = one ? a->padding[0] : a->padding[1];
+}
+
+static tg_status check_pool_attrs(tg_ctx *ctx, const char *who, const pgeom *q)
+{
     if (q->kh < 1 || q->kw < 1)
         return TG_ERROR(ctx, TG_EINVAL, "%s: kernel size %" PRId64 "; it must be >= 1", who,
                         q->kh < 1 ? q->kh : q->kw);
     if (q->sh < 1 || q->sw < 1)
         return TG_ERROR(ctx, TG_EINVAL, "%s: stride %" PRId64 "; it must be >= 1", who,
                         q->sh < 1 ? q->sh : q->sw);
-    if (q->ph < 0 || q->pw < 0 || 2 * q->ph > q->kh || 2 * q->pw > q->kw)
+    bool bad_h = q->ph < 0 || q->ph > q->kh / 2;
+    if (bad_h || q->pw < 0 || q->pw > q->kw / 2)
         return TG_ERROR(ctx, TG_EINVAL, "%s: padding %" PRId64 " must be between 0 and half the "
-                        "kernel size %" PRId64, who, 2 * q->ph > q->kh || q->ph < 0 ? q->ph : q->pw,
-                        2 * q->ph > q->kh || q->ph < 0 ? q->kh : q->kw);
-    if (q->kh > q->h + 2 * q->ph || q->kw > q->w + 2 * q->pw)
-        return TG_ERROR(ctx, TG_ESHAPE, "%s: kernel %" PRId64 " x %" PRId64 " is larger than the "
-                        "padded input %" PRId64 " x %" PRId64, who, q->kh, q->kw,
-                        q->h + 2 * q->ph, q->w + 2 * q->pw);
-    q->oh = (q->h + 2 * q->ph - q->kh) / q->sh + 1;
-    q->ow = (q->w + 2 * q->pw - q->kw) / q->sw + 1;
+                        "kernel size %" PRId64, who, bad_h ? q->ph : q->pw, bad_h ? q->kh : q->kw);
     return TG_OK;
 }
 
-/* The in-bounds part of output (oy, ox)'s window: rows [y0, y1), cols [x0, x1). */
+/* q->oh and q->ow, or an error naming input, kernel and padding. */
+static tg_status pool_output_size(tg_ctx *ctx, const char *who, bool one, pgeom *q)
+{
+    char in[48], k[48], p[48], pd[48];
+    int64_t padded_h, padded_w; /* 2 p <= k, so 2 p cannot overflow */
+    pair(in, sizeof in, one, q->h, q->w);
+    pair(p, sizeof p, one, q->ph, q->pw);
+    if (__builtin_add_overflow(q->h, 2 * q->ph, &padded_h) ||
+        __builtin_add_overflow(q->w, 2 * q->pw, &padded_w))
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s with padding %s on each side is larger "
+                        "than can be addressed", who, in, p);
+    if (q->kh > padded_h || q->kw > padded_w)
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: kernel %s is larger than the padded input %s "
+                        "(input %s, padding %s): the output would be empty", who,
+                        pair(k, sizeof k, one, q->kh, q->kw),
+                        pair(pd, sizeof pd, one, padded_h, padded_w), in, p);
+    q->oh = (padded_h - q->kh) / q->sh + 1;
+    q->ow = (padded_w - q->kw) / q->sw + 1;
+    return TG_OK;
+}
+
+static tg_status pool_geometry(tg_ctx *ctx, const tg_node *node, pgeom *q)
+{
+    const char *who = node->op->name;
+    const tg_tensor *x = node->in[0];
+    bool one = pool_1d(node);
+    if (x->ndim != (one ? 3 : 4))
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s should be %s", who, tg__shape_s(x),
+                        one ? "(N, C, L)" : "(N, C, H, W)");
+    read_pool_geometry(node, q);
+    if (check_pool_attrs(ctx, who, q))
+        return tg_errcode(ctx);
+    if (x->shape[1] == 0 || q->h == 0 || q->w == 0)
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s is empty outside its batch dimension; as "
+                        "in PyTorch, only N may be 0", who, tg__shape_s(x));
+    if (pool_output_size(ctx, who, one, q))
+        return tg_errcode(ctx);
+    q->planes = x->shape[0] * x->shape[1]; /* no more than x's element count, or 0 */
+    q->area = (double)q->kh * (double)q->kw;
+    return TG_OK;
+}
+
+/* The in-bounds part of output (oy, ox)'s window: rows [y0, y1), cols [x0, x1).
+ * Never empty, as padding is at most half the kernel. */
 static void window(const pgeom *q, int64_t oy, int64_t ox, int64_t *y0, int64_t *y1, int64_t *x0,
                    int64_t *x1)
 {
@@ -80,78 +132,123 @@ static void window(const pgeom *q, int64_t oy, int64_t ox, int64_t *y0, int64_t 
     *x1 = left + q->kw < q->w ? left + q->kw : q->w;
 }
 
+/* y = each window's maximum; arg (when not NULL) its flat index in the plane. */
+static void max_forward(const pgeom *q, const tg_tensor *x, tg_tensor *y, int64_t *arg)
+{
+    TG__DISPATCH(x->dtype, T, {
+        const T *xs = x->data;
+        T *o = y->data;
+        for (int64_t p = 0; p < q->planes; p++)
+            for (int64_t oy = 0; oy < q->oh; oy++)
+                for (int64_t ox = 0; ox < q->ow; ox++) {
+                    int64_t at = (p * q->oh + oy) * q->ow + ox, best = -1, y0, y1, x0, x1;
+                    T top = 0;
+                    window(q, oy, ox, &y0, &y1, &x0, &x1);
+                    for (int64_t yy = y0; yy < y1; yy++)
+                        for (int64_t xx = x0; xx < x1; xx++) {
+                            T v = xs[(p * q->h + yy) * q->w + xx];
+                            if (best < 0 || v > top || isnan(v)) {
+                                top = v;
+                                best = yy * q->w + xx;
+                            }
+                        }
+                    o[at] = top;
+                    if (arg)
+                        arg[at] = best;
+                }
+    });
+}
+
+/* y = each window's sum (in double) over the kernel's area. */
+static void avg_forward(const pgeom *q, const tg_tensor *x, tg_tensor *y)
+{
+    TG__DISPATCH(x->dtype, T, {
+        const T *xs = x->data;
+        T *o = y->data;
+        for (int64_t p = 0; p < q->planes; p++)
+            for (int64_t oy = 0; oy < q->oh; oy++)
+                for (int64_t ox = 0; ox < q->ow; ox++) {
+                    int64_t y0, y1, x0, x1;
+                    double acc = 0;
+                    window(q, oy, ox, &y0, &y1, &x0, &x1);
+                    for (int64_t yy = y0; yy < y1; yy++)
+                        for (int64_t xx = x0; xx < x1; xx++)
+                            acc += xs[(p * q->h + yy) * q->w + xx];
+                    o[(p * q->oh + oy) * q->ow + ox] = (T)(acc / q->area);
+                }
+    });
+}
+
 static tg_tensor *pool_forward(tg_ctx *ctx, tg_node *node)
 {
     pgeom q;
     if (pool_geometry(ctx, node, &q))
         return NULL;
     tg_tensor *x = node->in[0];
+    tg_node_value_unused(node, 0);
+    tg_node_value_unused(node, -1);
     int64_t shape[4] = {x->shape[0], x->shape[1], q.oh, q.ow};
     if (pool_1d(node))
         shape[2] = q.ow;
     tg_tensor *y = tg_empty(ctx, x->dtype, x->ndim, shape);
-    bool max = pool_max(node);
-    int64_t *arg = max ? tg_scratch(ctx, (size_t)y->numel * sizeof(int64_t), false) : NULL;
-    if (!y || (max && !arg))
+    if (!y)
         return NULL;
-    double area = (double)(q.kh * q.kw);
-    TG__DISPATCH(x->dtype, T, {
-        const T *xs = x->data;
-        T *o = y->data;
-        for (int64_t p = 0; p < q.planes; p++)
-            for (int64_t oy = 0; oy < q.oh; oy++)
-                for (int64_t ox = 0; ox < q.ow; ox++) {
-                    int64_t at = (p * q.oh + oy) * q.ow + ox, best = -1, y0, y1, x0, x1;
-                    T acc = 0, top = 0;
-                    window(&q, oy, ox, &y0, &y1, &x0, &x1);
-                    for (int64_t yy = y0; yy < y1; yy++) {
-                        for (int64_t xx = x0; xx < x1; xx++) {
-                            T v = xs[(p * q.h + yy) * q.w + xx];
-                            if (!max)
-                                acc += v;
-                            else if (best < 0 || v > top || (isnan(v) && !isnan(top))) {
-                                top = v;
-                                best = yy * q.w + xx;
-                            }
-                        }
-                    }
-                    if (max) {
-                        o[at] = top; /* every window holds a real element: padding <= k / 2 */
-                        arg[at] = best;
-                    } else {
-                        o[at] = (T)(acc / area);
-                    }
-                }
-    });
+    if (!pool_max(node)) {
+        avg_forward(&q, x, y);
+        return y;
+    }
+    int64_t *arg = NULL; /* y's element count is at most INT64_MAX / 8 */
+    if (node->recording && !(arg = tg_scratch(ctx, (size_t)y->numel * sizeof *arg, false)))
+        return NULL;
+    max_forward(&q, x, y, arg);
     node->aux = arg;
     return y;
+}
+
+/* dx[argmax] += g */
+static void max_backward(const pgeom *q, const int64_t *arg, const tg_tensor *gout, tg_tensor *gx)
+{
+    TG__DISPATCH(gout->dtype, T, {
+        const T *g = gout->data;
+        T *d = gx->data;
+        for (int64_t p = 0; p < q->planes; p++)
+            for (int64_t i = 0; i < q->oh * q->ow; i++)
+                d[p * q->h * q->w + arg[p * q->oh * q->ow + i]] += g[p * q->oh * q->ow + i];
+    });
+}
+
+/* dx += g / (kh kw) over each window */
+static void avg_backward(const pgeom *q, const tg_tensor *gout, tg_tensor *gx)
+{
+    TG__DISPATCH(gout->dtype, T, {
+        const T *g = gout->data;
+        T *d = gx->data;
+        for (int64_t p = 0; p < q->planes; p++)
+            for (int64_t oy = 0; oy < q->oh; oy++)
+                for (int64_t ox = 0; ox < q->ow; ox++) {
+                    int64_t y0, y1, x0, x1;
+                    T share = (T)((double)g[(p * q->oh + oy) * q->ow + ox] / q->area);
+                    window(q, oy, ox, &y0, &y1, &x0, &x1);
+                    for (int64_t yy = y0; yy < y1; yy++)
+                        for (int64_t xx = x0; xx < x1; xx++)
+                            d[(p * q->h + yy) * q->w + xx] += share;
+                }
+    });
 }
 
 static tg_status pool_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
 {
     pgeom q;
-    pool_geometry(ctx, node, &q);
-    const int64_t *arg = node->aux;
-    double area = (double)(q.kh * q.kw);
-    TG__DISPATCH(gout->dtype, T, {
-        const T *g = gout->data;
-        T *gx = gin[0]->data;
-        T inv = (T)(1 / area);
-        for (int64_t p = 0; p < q.planes; p++)
-            for (int64_t oy = 0; oy < q.oh; oy++)
-                for (int64_t ox = 0; ox < q.ow; ox++) {
-                    int64_t at = (p * q.oh + oy) * q.ow + ox;
-                    if (arg) {
-                        gx[p * q.h * q.w + arg[at]] += g[at];
-                        continue;
-                    }
-                    int64_t y0, y1, x0, x1;
-                    window(&q, oy, ox, &y0, &y1, &x0, &x1);
-                    for (int64_t yy = y0; yy < y1; yy++)
-                        for (int64_t xx = x0; xx < x1; xx++)
-                            gx[(p * q.h + yy) * q.w + xx] += g[at] * inv;
-                }
-    });
+    if (pool_geometry(ctx, node, &q))
+        return tg_errcode(ctx);
+    if (!pool_max(node)) {
+        avg_backward(&q, gout, gin[0]);
+        return TG_OK;
+    }
+    if (!node->aux)
+        return TG_ERROR(ctx, TG_EINTERNAL, "%s: the arg-max indices were not saved",
+                        node->op->name);
+    max_backward(&q, node->aux, gout, gin[0]);
     return TG_OK;
 }
 
@@ -242,16 +339,22 @@ static tg_tensor *gap_forward(tg_ctx *ctx, tg_node *node)
                  "one spatial dimension", tg__shape_s(x));
         return NULL;
     }
-    int64_t planes = x->shape[0] * x->shape[1], s = planes ? x->numel / planes : 0;
+    tg_node_value_unused(node, 0);
+    tg_node_value_unused(node, -1);
     tg_tensor *y = tg_empty(ctx, x->dtype, TG_SHAPE(x->shape[0], x->shape[1]));
     if (!y)
         return NULL;
-    for (int64_t p = 0; p < planes; p++) {
-        double acc = 0;
-        for (int64_t k = 0; k < s; k++)
-            acc += tg_get(x, p * s + k);
-        tg_set(y, p, acc / (double)s);
-    }
+    int64_t planes = y->numel, s = planes ? x->numel / planes : 0;
+    TG__DISPATCH(x->dtype, T, {
+        const T *xs = x->data;
+        T *o = y->data;
+        for (int64_t p = 0; p < planes; p++) {
+            double acc = 0;
+            for (int64_t k = 0; k < s; k++)
+                acc += xs[p * s + k];
+            o[p] = s ? (T)(acc / (double)s) : (T)NAN;
+        }
+    });
     return y;
 }
 
@@ -263,9 +366,11 @@ static tg_status gap_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_t
     TG__DISPATCH(x->dtype, T, {
         const T *g = gout->data;
         T *gx = gin[0]->data;
-        for (int64_t p = 0; p < planes; p++)
+        for (int64_t p = 0; p < planes && s > 0; p++) {
+            T share = (T)((double)g[p] / (double)s);
             for (int64_t k = 0; k < s; k++)
-                gx[p * s + k] += g[p] / (T)s;
+                gx[p * s + k] += share;
+        }
     });
     return TG_OK;
 }
