@@ -185,26 +185,40 @@ typedef struct tg_loss_attrs { tg_reduction reduction; } tg_loss_attrs;
 /*
  * Every loss returns a scalar (shape ()). Inputs and targets share a dtype;
  * target gradients are computed where PyTorch computes them (mse, bce,
- * bce_with_logits), so a target may itself require grad.
+ * bce_with_logits, cross_entropy with probabilities), so a target may
+ * itself require grad. The mean over no elements is NaN and the sum 0, as
+ * in PyTorch. Sums run in double for float32 too.
  */
 /* [mse] mean or sum of (x - y)^2; x and y have the same shape */
 TG_API tg_tensor *tg_mse(tg_ctx *ctx, tg_tensor *x, tg_tensor *y, tg_reduction reduction);
-/* [bce] -(y log p + (1 - y) log(1 - p)) on probabilities p in [0, 1]; each log
+/* [bce] -(y log p + (1 - y) log(1 - p)) on probabilities p in [0, 1] and
+ * targets y in [0, 1] (anything else, NaN included, is TG_EINVAL); each log
  * is clamped at -100 as PyTorch does, so p = 0 or 1 gives finite values */
 TG_API tg_tensor *tg_bce(tg_ctx *ctx, tg_tensor *p, tg_tensor *y, tg_reduction reduction);
-/* [bce_with_logits] BCE of sigmoid(x), computed stably as
- * max(x, 0) - x y + log(1 + e^-|x|) */
+/* [bce_with_logits] BCE of sigmoid(x), in PyTorch's stable form
+ * (1 - y) x + max(-x, 0) + log(1 + e^-|x|); logits of +-inf give PyTorch's
+ * values, NaN where it gives NaN */
 TG_API tg_tensor *tg_bce_with_logits(tg_ctx *ctx, tg_tensor *x, tg_tensor *y,
                                      tg_reduction reduction);
 /*
- * [cross_entropy] Softmax cross-entropy from logits (N, C) or (N, C, d1, ...).
- * target is either class indices, shape (N) or (N, d1, ...), stored as
- * whole numbers in the logits' dtype (0 <= index < C), or class
- * probabilities of the logits' shape. The mean divides by the number of
- * samples N * d1 * ...; its gradient is (softmax - onehot) / N exactly.
+ * [cross_entropy] Softmax cross-entropy from float logits (N, C) or
+ * (N, C, d1, ...). target is either class indices, an int64 tensor of shape
+ * (N) or (N, d1, ...) with 0 <= index < C (TG_EINVAL naming the first one
+ * outside), or class probabilities of the logits' shape and dtype. A float
+ * target of the indices' shape is TG_EDTYPE: pass indices as int64. The
+ * mean divides by the number of samples N * d1 * ...; its gradient is
+ * (softmax - onehot) / N exactly. No ignore_index: PyTorch's -100 is out of range.
  */
 TG_API tg_tensor *tg_cross_entropy(tg_ctx *ctx, tg_tensor *logits, tg_tensor *target,
                                    tg_reduction reduction);
+/*
+ * [nll_loss] PyTorch's F.nll_loss: the mean or sum over samples of
+ * -logp[i, target[i], ...], on log-probabilities (N, C) or (N, C, d1, ...)
+ * (e.g. from tg_log_softmax along axis 1) and int64 class indices (N) or
+ * (N, d1, ...) in [0, C). tg_cross_entropy(z, t) = tg_nll_loss(tg_log_softmax(z, 1), t).
+ */
+TG_API tg_tensor *tg_nll_loss(tg_ctx *ctx, tg_tensor *logp, tg_tensor *target,
+                              tg_reduction reduction);
 
 /* ------------------------------------------------ dropout (ops/dropout.c) */
 
@@ -296,6 +310,7 @@ TG_API tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg
 #define tg_bce(ctx, ...) tg_bce(TG__AT(ctx), __VA_ARGS__)
 #define tg_bce_with_logits(ctx, ...) tg_bce_with_logits(TG__AT(ctx), __VA_ARGS__)
 #define tg_cross_entropy(ctx, ...) tg_cross_entropy(TG__AT(ctx), __VA_ARGS__)
+#define tg_nll_loss(ctx, ...) tg_nll_loss(TG__AT(ctx), __VA_ARGS__)
 #define tg_dropout(ctx, ...) tg_dropout(TG__AT(ctx), __VA_ARGS__)
 #define tg_batch_norm(ctx, ...) tg_batch_norm(TG__AT(ctx), __VA_ARGS__)
 #endif
