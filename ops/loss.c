@@ -88,7 +88,6 @@ static tg_status check_pair(tg_ctx *ctx, const tg_node *node)
 static tg_status check_bce_range(tg_ctx *ctx, const tg_tensor *x, const tg_tensor *y)
 {
     const tg_tensor *ts[2] = {x, y};
-    static const char *what[2] = {"input", "target"};
     for (int k = 0; k < 2; k++) {
         int64_t bad = -1;
         TG__DISPATCH(ts[k]->dtype, T, {
@@ -97,11 +96,13 @@ static tg_status check_bce_range(tg_ctx *ctx, const tg_tensor *x, const tg_tenso
                 if (!(v[i] >= 0 && v[i] <= 1))
                     bad = i;
         });
+        if (bad >= 0 && k == 0)
+            return TG_ERROR(ctx, TG_EINVAL, "bce: input[%lld] = %s is not a probability in [0, 1] "
+                            "(use bce_with_logits on logits)", (long long)bad,
+                            tg__num(tg_get(x, bad)));
         if (bad >= 0)
-            return TG_ERROR(ctx, TG_EINVAL, "bce: %s[%lld] = %s is not %s in [0, 1]%s", what[k],
-                            (long long)bad, tg__num(tg_get(ts[k], bad)),
-                            k ? "a target" : "a probability",
-                            k ? "" : " (use bce_with_logits on logits)");
+            return TG_ERROR(ctx, TG_EINVAL, "bce: target[%lld] = %s is outside [0, 1]",
+                            (long long)bad, tg__num(tg_get(y, bad)));
     }
     return TG_OK;
 }

@@ -162,8 +162,10 @@ TG_API tg_tensor *tg_global_avg_pool(tg_ctx *ctx, tg_tensor *x);
 
 #define TG_LEAKY_RELU_SLOPE 0.01 /* PyTorch's default negative slope */
 
+/* NaN propagates as in PyTorch: relu(NaN) = leaky_relu(NaN) = NaN. */
 TG_API tg_tensor *tg_relu(tg_ctx *ctx, tg_tensor *x);    /* [relu] max(x, 0); gradient 0 at 0 */
-/* [leaky_relu] x for x > 0, negative_slope * x otherwise (TG_LEAKY_RELU_SLOPE is PyTorch's default) */
+/* [leaky_relu] x for x > 0, negative_slope * x otherwise (TG_LEAKY_RELU_SLOPE
+ * is PyTorch's default); any slope is accepted, as in PyTorch */
 TG_API tg_tensor *tg_leaky_relu(tg_ctx *ctx, tg_tensor *x, double negative_slope);
 TG_API tg_tensor *tg_sigmoid(tg_ctx *ctx, tg_tensor *x); /* [sigmoid] 1 / (1 + e^-x), no overflow */
 TG_API tg_tensor *tg_tanh(tg_ctx *ctx, tg_tensor *x);    /* [tanh] */
@@ -172,7 +174,11 @@ TG_API tg_tensor *tg_tanh(tg_ctx *ctx, tg_tensor *x);    /* [tanh] */
 
 typedef struct tg_axis_attrs { int axis; } tg_axis_attrs;
 
-/* [softmax] exp(x - max) / sum exp(x - max) along axis (negative from the end) */
+/* [softmax] exp(x - max) / sum exp(x - max) along axis (negative from the
+ * end; out of range is TG_EINVAL). The sums run in double; a NaN or an
+ * infinity makes its whole line NaN (PyTorch); an empty x gives an empty
+ * result, and a shape whose lines (the dimensions before the axis times
+ * those after) cannot be counted in int64 is TG_ESHAPE. */
 TG_API tg_tensor *tg_softmax(tg_ctx *ctx, tg_tensor *x, int axis);
 /* [log_softmax] x - max - log sum exp(x - max): finite for logits of any size */
 TG_API tg_tensor *tg_log_softmax(tg_ctx *ctx, tg_tensor *x, int axis);
@@ -226,7 +232,8 @@ typedef struct tg_dropout_attrs { double p; } tg_dropout_attrs;
 
 /* [dropout] In training mode zeroes each element with probability p (mask
  * drawn from the context RNG) and scales the kept ones by 1 / (1 - p); in
- * eval mode returns x unchanged. 0 <= p <= 1; p = 1 gives zeros. */
+ * eval mode returns x unchanged. 0 <= p <= 1 (anything else, NaN included,
+ * is TG_EINVAL); p = 1 gives zeros. */
 TG_API tg_tensor *tg_dropout(tg_ctx *ctx, tg_tensor *x, double p);
 
 /* ------------------------------------------------ batch norm (ops/batchnorm.c) */
@@ -236,8 +243,8 @@ TG_API tg_tensor *tg_dropout(tg_ctx *ctx, tg_tensor *x, double p);
 
 enum { TG_BN_WEIGHT = 1, TG_BN_BIAS = 2, TG_BN_RUNNING = 4 };
 typedef struct tg_batch_norm_attrs {
-    double momentum; /* running = (1 - momentum) running + momentum batch; PyTorch: 0.1 */
-    double eps;      /* added to the variance; PyTorch: 1e-5 */
+    double momentum; /* running = (1 - momentum) running + momentum batch, in [0, 1]; PyTorch: 0.1 */
+    double eps;      /* added to the variance, > 0 and finite; PyTorch: 1e-5 */
     int has;         /* which optional inputs follow x, in this order: TG_BN_* bits */
 } tg_batch_norm_attrs;
 
@@ -247,7 +254,10 @@ typedef struct tg_batch_norm_attrs {
  * and running_mean / running_var (C), when given, are updated in place with
  * the unbiased variance. Eval mode: the running statistics. weight and bias
  * (C) are optional; so are the running statistics (both or neither).
- * Training needs more than one value per channel.
+ * Training needs more than one value per channel (an empty batch is
+ * TG_EINVAL). The running statistics are updated in place (their version
+ * bumps); backward reads them only in eval mode, so writing them between
+ * forward and backward of a training step is allowed, as in PyTorch.
  */
 TG_API tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
                                 tg_tensor *running_mean, tg_tensor *running_var,
