@@ -1,10 +1,13 @@
 /*
  * activation.c: relu, leaky_relu, sigmoid, tanh.
  *
- *   relu:       y = max(x, 0)              dx += g * (x > 0)
- *   leaky_relu: y = x > 0 ? x : a x        dx += g * (x > 0 ? 1 : a)
- *   sigmoid:    y = 1 / (1 + e^-x)         dx += g * y (1 - y)   (saved output)
- *   tanh:       y = tanh(x)                dx += g * (1 - y^2)   (saved output)
+ *   relu:       y = x <= 0 ? 0 : x         dx += y <= 0 ? 0 : g      (reads the output)
+ *   leaky_relu: y = x > 0 ? x : a x        dx += g * (x > 0 ? 1 : a) (reads the input)
+ *   sigmoid:    y = 1 / (1 + e^-x)         dx += g * y (1 - y)       (reads the output)
+ *   tanh:       y = tanh(x)                dx += g * (1 - y^2)       (reads the output)
+ * NaN propagates as in PyTorch: relu(NaN) and leaky_relu(NaN) are NaN, and
+ * their gradients there are g and a g (the comparisons are written so that
+ * NaN takes PyTorch's branch). Any slope a is accepted, NaN included.
  * sigmoid never evaluates e^x for a large positive x: for x < 0 it uses
  * e^x / (1 + e^x), so +-1000 give exactly 1 and 0 with finite gradients.
  */
@@ -36,7 +39,7 @@ static tg_tensor *act_forward(tg_ctx *ctx, tg_node *node)
         T ta = (T)a;
         int64_t n = x->numel;
         switch (kind) {
-        case RELU: for (int64_t i = 0; i < n; i++) o[i] = xs[i] > 0 ? xs[i] : 0; break;
+        case RELU: for (int64_t i = 0; i < n; i++) o[i] = xs[i] <= 0 ? 0 : xs[i]; break;
         case LEAKY: for (int64_t i = 0; i < n; i++) o[i] = xs[i] > 0 ? xs[i] : ta * xs[i]; break;
         case SIGMOID:
             for (int64_t i = 0; i < n; i++) {
@@ -51,6 +54,8 @@ static tg_tensor *act_forward(tg_ctx *ctx, tg_node *node)
         default: for (int64_t i = 0; i < n; i++) o[i] = tanh(xs[i]); break;
         }
     });
+    /* the vjp reads the input of leaky_relu and the output of the others */
+    tg_node_value_unused(node, kind == LEAKY ? -1 : 0);
     return y;
 }
 
@@ -66,7 +71,7 @@ static tg_status act_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_t
         T ta = (T)a;
         int64_t n = x->numel;
         switch (kind) {
-        case RELU: for (int64_t i = 0; i < n; i++) gx[i] += xs[i] > 0 ? g[i] : 0; break;
+        case RELU: for (int64_t i = 0; i < n; i++) gx[i] += ys[i] <= 0 ? 0 : g[i]; break;
         case LEAKY: for (int64_t i = 0; i < n; i++) gx[i] += xs[i] > 0 ? g[i] : ta * g[i]; break;
         case SIGMOID: for (int64_t i = 0; i < n; i++) gx[i] += g[i] * ys[i] * (1 - ys[i]); break;
         default: for (int64_t i = 0; i < n; i++) gx[i] += g[i] * (1 - ys[i] * ys[i]); break;
@@ -77,7 +82,7 @@ static tg_status act_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_t
 
 static int leaky_print(const tg_node *node, char *buf, size_t size)
 {
-    return snprintf(buf, size, "negative_slope=%g", slope_of(node));
+    return snprintf(buf, size, "negative_slope=%s", tg__num(slope_of(node)));
 }
 
 /* Values stay at least 0.1 away from 0, where relu and leaky_relu have

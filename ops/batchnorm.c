@@ -11,7 +11,14 @@
  *   both: dw += sum g xh, db += sum g
  * In training mode the running statistics move towards the batch's with
  * the unbiased variance: run = (1 - momentum) run + momentum stat.
- * Forward saves mu and r (C) and whether the batch's were used.
+ * Forward saves mu and r (C) and whether the batch's were used. Every sum
+ * (the statistics and the vjp's per-channel sums) runs in double. The
+ * running statistics are written in place and marked dirty; the vjp reads
+ * them only in eval mode (through mu and r), so in training mode their
+ * later updates (a second forward) do not block backward, as in PyTorch.
+ * Degenerate attributes are TG_EINVAL: eps <= 0, infinite or NaN; momentum
+ * outside [0, 1] or NaN. Batch statistics need more than one value per
+ * channel (N = 0 included); an input without channels gives an empty output.
  */
 #include "ops_impl.h"
 
@@ -20,6 +27,7 @@
 typedef struct bn {
     tg_tensor *x, *w, *b, *rm, *rv;
     int64_t n, c, s;
+    int64_t m; /* values per channel, n s; saturated at INT64_MAX (possible only when c = 0) */
 } bn;
 
 static void unpack(const tg_node *node, bn *v)
@@ -39,8 +47,22 @@ static void unpack(const tg_node *node, bn *v)
     v->n = v->x->shape[0];
     v->c = v->x->ndim > 1 ? v->x->shape[1] : 0;
     v->s = 1;
+    bool over = false;
     for (int d = 2; d < v->x->ndim; d++)
-        v->s *= v->x->shape[d];
+        over |= __builtin_mul_overflow(v->s, v->x->shape[d], &v->s);
+    if (over || __builtin_mul_overflow(v->n, v->s, &v->m))
+        v->m = INT64_MAX;
+}
+
+static tg_status check_attrs(tg_ctx *ctx, const tg_batch_norm_attrs *a)
+{
+    if (!(a->eps > 0 && isfinite(a->eps)))
+        return TG_ERROR(ctx, TG_EINVAL, "batch_norm: eps = %s; it must be positive and finite",
+                        tg__num(a->eps));
+    if (!(a->momentum >= 0 && a->momentum <= 1))
+        return TG_ERROR(ctx, TG_EINVAL, "batch_norm: momentum = %s is outside [0, 1]",
+                        tg__num(a->momentum));
+    return TG_OK;
 }
 
 static tg_status check(tg_ctx *ctx, const tg_node *node, const bn *v)
@@ -54,9 +76,8 @@ static tg_status check(tg_ctx *ctx, const tg_node *node, const bn *v)
     if (v->x->ndim < 2 || v->x->ndim > 4)
         return TG_ERROR(ctx, TG_ESHAPE, "batch_norm: input %s should be (N, C), (N, C, L) or "
                         "(N, C, H, W)", tg__shape_s(v->x));
-    if (!(a->eps >= 0) || !(a->momentum >= 0 && a->momentum <= 1))
-        return TG_ERROR(ctx, TG_EINVAL, "batch_norm: eps = %g and momentum = %g; need eps >= 0 "
-                        "and momentum in [0, 1]", a->eps, a->momentum);
+    if (check_attrs(ctx, a))
+        return tg_errcode(ctx);
     const tg_tensor *per_c[4] = {v->w, v->b, v->rm, v->rv};
     static const char *names[4] = {"weight", "bias", "running_mean", "running_var"};
     for (int i = 0; i < 4; i++) {
@@ -73,6 +94,83 @@ static tg_status check(tg_ctx *ctx, const tg_node *node, const bn *v)
     return TG_OK;
 }
 
+/* Mean and biased variance of every channel, each summed in double in two
+ * passes; with running statistics in training mode, also moves them. */
+static void batch_stats(const bn *v, const tg_batch_norm_attrs *a, bool update, tg_tensor *mu,
+                        tg_tensor *r)
+{
+    TG__DISPATCH(v->x->dtype, T, {
+        const T *xs = v->x->data;
+        T *mus = mu->data, *rs = r->data;
+        T *rm = update ? v->rm->data : NULL, *rv = update ? v->rv->data : NULL;
+        double dm = (double)v->m;
+        for (int64_t c = 0; c < v->c; c++) {
+            double sum = 0, sq = 0;
+            for (int64_t i = 0; i < v->n; i++)
+                for (int64_t k = 0; k < v->s; k++)
+                    sum += (double)xs[(i * v->c + c) * v->s + k];
+            double mean = sum / dm;
+            for (int64_t i = 0; i < v->n; i++)
+                for (int64_t k = 0; k < v->s; k++) {
+                    double d = (double)xs[(i * v->c + c) * v->s + k] - mean;
+                    sq += d * d;
+                }
+            mus[c] = (T)mean;
+            rs[c] = (T)(1.0 / sqrt(sq / dm + a->eps));
+            if (update) {
+                rm[c] = (T)((1 - a->momentum) * (double)rm[c] + a->momentum * mean);
+                rv[c] = (T)((1 - a->momentum) * (double)rv[c] + a->momentum * sq / (dm - 1));
+            }
+        }
+    });
+    if (update) {
+        tg_mark_dirty(v->rm);
+        tg_mark_dirty(v->rv);
+    }
+}
+
+static void running_stats(const bn *v, const tg_batch_norm_attrs *a, tg_tensor *mu, tg_tensor *r)
+{
+    TG__DISPATCH(v->x->dtype, T, {
+        const T *rm = v->rm->data, *rv = v->rv->data;
+        T *mus = mu->data, *rs = r->data;
+        for (int64_t c = 0; c < v->c; c++) {
+            mus[c] = rm[c];
+            rs[c] = (T)(1.0 / sqrt((double)rv[c] + a->eps));
+        }
+    });
+}
+
+static void normalise(const bn *v, const tg_tensor *mu, const tg_tensor *r, tg_tensor *y)
+{
+    TG__DISPATCH(v->x->dtype, T, {
+        const T *xs = v->x->data, *mus = mu->data, *rs = r->data;
+        const T *w = v->w ? v->w->data : NULL, *b = v->b ? v->b->data : NULL;
+        T *o = y->data;
+        for (int64_t i = 0; i < v->n; i++)
+            for (int64_t c = 0; c < v->c; c++)
+                for (int64_t k = 0; k < v->s; k++) {
+                    int64_t at = (i * v->c + c) * v->s + k;
+                    T xh = (xs[at] - mus[c]) * rs[c];
+                    o[at] = (w ? w[c] * xh : xh) + (b ? b[c] : 0);
+                }
+    });
+}
+
+/* Which inputs the vjp never reads: the bias, the output, and the running
+ * statistics when batch statistics were used (it reads the saved ones). */
+static void mark_unused(tg_node *node, const bn *v, bool batch)
+{
+    int k = 1 + !!v->w;
+    tg_node_value_unused(node, -1);
+    if (v->b)
+        tg_node_value_unused(node, k++);
+    if (v->rm && batch) {
+        tg_node_value_unused(node, k);
+        tg_node_value_unused(node, k + 1);
+    }
+}
+
 static tg_tensor *bn_forward(tg_ctx *ctx, tg_node *node)
 {
     const tg_batch_norm_attrs *a = node->attrs;
@@ -81,8 +179,7 @@ static tg_tensor *bn_forward(tg_ctx *ctx, tg_node *node)
     if (check(ctx, node, &v))
         return NULL;
     bool batch = tg_training(ctx) || !v.rm;
-    int64_t m = v.n * v.s;
-    if (batch && m <= 1) {
+    if (batch && v.m <= 1) {
         TG_ERROR(ctx, TG_EINVAL, "batch_norm: expected more than 1 value per channel when "
                  "training, got input of size %s", tg__shape_s(v.x));
         return NULL;
@@ -94,47 +191,17 @@ static tg_tensor *bn_forward(tg_ctx *ctx, tg_node *node)
     if (!y || !mu || !r || !mode)
         return NULL;
     *mode = batch;
-    for (int64_t c = 0; c < v.c; c++) {
-        double mean, var;
-        if (batch) {
-            double s = 0, q = 0;
-            for (int64_t i = 0; i < v.n; i++)
-                for (int64_t k = 0; k < v.s; k++)
-                    s += tg_get(v.x, (i * v.c + c) * v.s + k);
-            mean = s / (double)m;
-            for (int64_t i = 0; i < v.n; i++)
-                for (int64_t k = 0; k < v.s; k++) {
-                    double d = tg_get(v.x, (i * v.c + c) * v.s + k) - mean;
-                    q += d * d;
-                }
-            var = q / (double)m;
-            if (v.rm && tg_training(ctx)) {
-                tg_set(v.rm, c, (1 - a->momentum) * tg_get(v.rm, c) + a->momentum * mean);
-                tg_set(v.rv, c, (1 - a->momentum) * tg_get(v.rv, c) +
-                                    a->momentum * q / (double)(m - 1));
-            }
-        } else {
-            mean = tg_get(v.rm, c);
-            var = tg_get(v.rv, c);
-        }
-        tg_set(mu, c, mean);
-        tg_set(r, c, 1.0 / sqrt(var + a->eps));
-    }
-    TG__DISPATCH(v.x->dtype, T, {
-        const T *xs = v.x->data, *mus = mu->data, *rs = r->data;
-        const T *w = v.w ? v.w->data : NULL, *b = v.b ? v.b->data : NULL;
-        T *o = y->data;
-        for (int64_t i = 0; i < v.n; i++)
-            for (int64_t c = 0; c < v.c; c++)
-                for (int64_t k = 0; k < v.s; k++) {
-                    int64_t at = (i * v.c + c) * v.s + k;
-                    T xh = (xs[at] - mus[c]) * rs[c];
-                    o[at] = (w ? w[c] * xh : xh) + (b ? b[c] : 0);
-                }
-    });
+    node->aux = mode;
+    mark_unused(node, &v, batch);
+    if (v.x->numel == 0) /* no channels, or no values in eval mode: nothing to do */
+        return y;
+    if (batch)
+        batch_stats(&v, a, v.rm != NULL, mu, r);
+    else
+        running_stats(&v, a, mu, r);
+    normalise(&v, mu, r, y);
     if (node->recording && (!tg_node_save(ctx, node, mu) || !tg_node_save(ctx, node, r)))
         return NULL;
-    node->aux = mode;
     return y;
 }
 
@@ -143,10 +210,12 @@ static tg_status bn_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_te
     (void)ctx;
     bn v;
     unpack(node, &v);
+    if (v.x->numel == 0)
+        return TG_OK;
     bool batch = *(const bool *)node->aux;
     int k = 1;
     tg_tensor *gx = gin[0], *gw = v.w ? gin[k++] : NULL, *gb = v.b ? gin[k++] : NULL;
-    double m = (double)(v.n * v.s);
+    double m = (double)v.m;
     TG__DISPATCH(v.x->dtype, T, {
         const T *xs = v.x->data, *g = gout->data;
         const T *mus = node->saved[0]->data, *rs = node->saved[1]->data;
@@ -156,8 +225,8 @@ static tg_status bn_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_te
             for (int64_t i = 0; i < v.n; i++)
                 for (int64_t s = 0; s < v.s; s++) {
                     int64_t at = (i * v.c + c) * v.s + s;
-                    sum_g += g[at];
-                    sum_gxh += g[at] * (xs[at] - mus[c]) * rs[c];
+                    sum_g += (double)g[at];
+                    sum_gxh += (double)g[at] * (double)((xs[at] - mus[c]) * rs[c]);
                 }
             if (gw)
                 ((T *)gw->data)[c] += (T)sum_gxh;
@@ -188,7 +257,7 @@ static tg_status bn_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_te
 static int bn_print(const tg_node *node, char *buf, size_t size)
 {
     const tg_batch_norm_attrs *a = node->attrs;
-    return snprintf(buf, size, "momentum=%g eps=%g%s%s", a->momentum, a->eps,
+    return snprintf(buf, size, "momentum=%s eps=%s%s%s", tg__num(a->momentum), tg__num(a->eps),
                     a->has & TG_BN_WEIGHT ? " affine" : "",
                     node->aux && !*(const bool *)node->aux ? " running stats" : "");
 }

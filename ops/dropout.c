@@ -4,6 +4,8 @@
  * Training: m_i = (u_i >= p) / (1 - p) with u_i uniform from the context RNG,
  * drawn in row-major order; y = x * m; the mask m is saved; dx += g * m.
  * p = 1 drops everything (m = 0). Eval: y = x, dx += g.
+ * p outside [0, 1], NaN included, is TG_EINVAL (as PyTorch). The vjp reads
+ * only the mask, never x or y, so both may be written after forward.
  */
 #include "ops_impl.h"
 
@@ -12,9 +14,11 @@ static tg_tensor *dropout_forward(tg_ctx *ctx, tg_node *node)
     double p = ((const tg_dropout_attrs *)node->attrs)->p;
     tg_tensor *x = node->in[0];
     if (!(p >= 0 && p <= 1)) {
-        TG_ERROR(ctx, TG_EINVAL, "dropout: p = %g is outside [0, 1]", p);
+        TG_ERROR(ctx, TG_EINVAL, "dropout: p = %s is outside [0, 1]", tg__num(p));
         return NULL;
     }
+    tg_node_value_unused(node, 0);
+    tg_node_value_unused(node, -1);
     if (!tg_training(ctx) || p == 0)
         return tg_copy(ctx, x);
     tg_tensor *y = tg_empty(ctx, x->dtype, x->ndim, x->shape);
@@ -51,7 +55,7 @@ static tg_status dropout_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
 
 static int dropout_print(const tg_node *node, char *buf, size_t size)
 {
-    return snprintf(buf, size, "p=%g", ((const tg_dropout_attrs *)node->attrs)->p);
+    return snprintf(buf, size, "p=%s", tg__num(((const tg_dropout_attrs *)node->attrs)->p));
 }
 
 /* Training and eval modes, with p = 0.5, 0 and 1; gradcheck rewinds the

@@ -8,7 +8,10 @@
  *   log_softmax: y = x - m - log s
  *                dx += g - e^y * sum(g)
  * Subtracting the max keeps every exponent <= 0, so logits of 1e4 cannot
- * overflow, and softmax(z + c) = softmax(z) whenever z + c is exact.
+ * overflow, and softmax(z + c) = softmax(z) whenever z + c is exact. The
+ * sums over a line run in double for float32 too. A NaN or an infinity in
+ * a line makes the whole line NaN, as in PyTorch. An empty input gives an
+ * empty output; a shape whose outer x inner count overflows is TG_ESHAPE.
  */
 #include "ops_impl.h"
 
@@ -16,32 +19,40 @@
 
 typedef struct line { int64_t outer, n, inner; } line;
 
-static line line_of(const tg_tensor *x, int axis)
+/* The (outer, n, inner) view of x around axis; TG_ESHAPE when outer x
+ * inner overflows (possible only beside a dimension of 0). */
+static tg_status line_of(tg_ctx *ctx, const char *who, const tg_tensor *x, int axis, line *l)
 {
-    line l = {1, x->shape[axis], 1};
+    *l = (line){1, x->shape[axis], 1};
+    bool over = false;
     for (int d = 0; d < axis; d++)
-        l.outer *= x->shape[d];
+        over |= __builtin_mul_overflow(l->outer, x->shape[d], &l->outer);
     for (int d = axis + 1; d < x->ndim; d++)
-        l.inner *= x->shape[d];
-    return l;
+        over |= __builtin_mul_overflow(l->inner, x->shape[d], &l->inner);
+    int64_t lines;
+    if (over || __builtin_mul_overflow(l->outer, l->inner, &lines))
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s along axis %d has more lines (outer x inner "
+                        "dimensions) than can be addressed", who, tg__shape_s(x), axis);
+    return TG_OK;
 }
 
 static bool is_log(const tg_node *node) { return node->op == &tg__op_log_softmax; }
 
-/* Normalises the line starting at x + base with element stride `inner`. */
+/* Normalises the line starting at x + base with element stride `inner`;
+ * the sum of exponentials runs in double. */
 #define SOFTMAX_LINE(T, xs, o, base, l, logp)                                        \
     do {                                                                             \
         T m = xs[base];                                                              \
         for (int64_t j = 1; j < (l).n; j++)                                          \
             if (xs[(base) + j * (l).inner] > m)                                      \
                 m = xs[(base) + j * (l).inner];                                      \
-        T s = 0;                                                                     \
+        double s = 0;                                                                \
         for (int64_t j = 0; j < (l).n; j++)                                          \
-            s += exp(xs[(base) + j * (l).inner] - m);                                \
-        T ls = log(s);                                                               \
+            s += (double)exp(xs[(base) + j * (l).inner] - m);                        \
+        double ls = log(s);                                                          \
         for (int64_t j = 0; j < (l).n; j++) {                                        \
             T z = xs[(base) + j * (l).inner] - m;                                    \
-            o[(base) + j * (l).inner] = (logp) ? z - ls : exp(z) / s;                \
+            o[(base) + j * (l).inner] = (T)((logp) ? (double)z - ls : (double)exp(z) / s); \
         }                                                                            \
     } while (0)
 
@@ -49,7 +60,7 @@ void tg__softmax_lines(tg_dtype dt, const void *x, void *y, int64_t outer, int64
                        int64_t inner, bool logp)
 {
     line l = {outer, n, inner};
-    if (n == 0)
+    if (n == 0 || outer == 0 || inner == 0)
         return;
     TG__DISPATCH(dt, T, {
         const T *xs = x;
@@ -65,23 +76,27 @@ static tg_tensor *softmax_forward(tg_ctx *ctx, tg_node *node)
     tg_tensor *x = node->in[0];
     int axis = tg__axis(ctx, node->op->name, ((const tg_axis_attrs *)node->attrs)->axis,
                         x->ndim);
-    if (axis < 0)
+    line l;
+    if (axis < 0 || line_of(ctx, node->op->name, x, axis, &l))
         return NULL;
     tg_tensor *y = tg_empty(ctx, x->dtype, x->ndim, x->shape);
     if (!y)
         return NULL;
-    line l = line_of(x, axis);
     tg__softmax_lines(x->dtype, x->data, y->data, l.outer, l.n, l.inner, is_log(node));
+    tg_node_value_unused(node, 0); /* the vjp reads the output only */
     return y;
 }
 
 static tg_status softmax_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                              tg_tensor *const *gin)
 {
-    (void)ctx;
     const tg_tensor *x = node->in[0], *y = node->out;
     int axis = ((const tg_axis_attrs *)node->attrs)->axis;
-    line l = line_of(x, axis < 0 ? axis + x->ndim : axis);
+    line l;
+    if (line_of(ctx, node->op->name, x, axis < 0 ? axis + x->ndim : axis, &l))
+        return tg_errcode(ctx);
+    if (x->numel == 0)
+        return TG_OK;
     bool logp = is_log(node);
     TG__DISPATCH(x->dtype, T, {
         const T *ys = y->data, *g = gout->data;
@@ -89,14 +104,15 @@ static tg_status softmax_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
         for (int64_t p = 0; p < l.outer; p++)
             for (int64_t i = 0; i < l.inner; i++) {
                 int64_t base = p * l.n * l.inner + i;
-                T dot = 0;
+                double dot = 0;
                 for (int64_t j = 0; j < l.n; j++) {
                     int64_t k = base + j * l.inner;
-                    dot += logp ? g[k] : g[k] * ys[k];
+                    dot += logp ? (double)g[k] : (double)g[k] * (double)ys[k];
                 }
+                T d = (T)dot;
                 for (int64_t j = 0; j < l.n; j++) {
                     int64_t k = base + j * l.inner;
-                    gx[k] += logp ? g[k] - exp(ys[k]) * dot : ys[k] * (g[k] - dot);
+                    gx[k] += logp ? g[k] - exp(ys[k]) * d : ys[k] * (g[k] - d);
                 }
             }
     });

@@ -148,8 +148,8 @@ START_TEST(cross_entropy_gradient)
     tg_ctx *ctx = tg_ctx_new(4);
     tg_tensor *z = tg_randn(ctx, TG_F64, TG_SHAPE(3, 4), 0, 2);
     tg_set_requires_grad(ctx, z, true);
-    const double cls[] = {2, 0, 3};
-    tg_tensor *t = tg_from_f64(ctx, TG_F64, TG_SHAPE(3), cls);
+    const int64_t cls[] = {2, 0, 3};
+    tg_tensor *t = tg_from_data(ctx, TG_I64, TG_SHAPE(3), cls);
     ck_assert_int_eq(tg_backward(ctx, tg_cross_entropy(ctx, z, t, TG_MEAN)), TG_OK);
     tg_tensor *s = tg_softmax(ctx, z, 1);
     for (int i = 0; i < 3; i++)

@@ -15,6 +15,7 @@
 
 typedef struct fx_tensor {
     char key[16];
+    bool is_int; /* an itensor line: int64 class indices */
     int ndim;
     int64_t shape[TG_MAX_DIMS];
     int64_t n;
@@ -65,14 +66,16 @@ static void fx_load(const char *path)
             if (sscanf(line, "attr %23s %lf", c->akey[c->na], &c->aval[c->na]) != 2)
                 abort();
             c->na++;
-        } else if (c && strncmp(line, "tensor ", 7) == 0 && c->nt < FX_MAX_T) {
+        } else if (c && (strncmp(line, "tensor ", 7) == 0 || strncmp(line, "itensor ", 8) == 0) &&
+                   c->nt < FX_MAX_T) {
             fx_tensor *t = &c->t[c->nt++];
             int used = 0;
-            if (sscanf(line, "tensor %15s %d%n", key, &t->ndim, &used) != 2 || t->ndim < 0 ||
+            t->is_int = line[0] == 'i';
+            if (sscanf(line + t->is_int, "tensor %15s %d%n", key, &t->ndim, &used) != 2 || t->ndim < 0 ||
                 t->ndim > TG_MAX_DIMS)
                 abort();
             snprintf(t->key, sizeof t->key, "%s", key);
-            char *p = line + used;
+            char *p = line + t->is_int + used;
             t->n = 1;
             for (int d = 0; d < t->ndim; d++) {
                 t->shape[d] = strtoll(p, &p, 10);
@@ -112,14 +115,17 @@ static double fx_attr(const fx_case *c, const char *key)
 static struct { const char *key; tg_tensor *t; } fx_ins[8];
 static int fx_nin;
 
-/* The fixture's input tensor key as a float64 leaf (NULL when absent); it
- * requires grad when PyTorch's gradient for it is in the fixture. */
+/* The fixture's input tensor key as a float64 (or, for an itensor, int64)
+ * leaf (NULL when absent); it requires grad when PyTorch's gradient for it
+ * is in the fixture. */
 static tg_tensor *fx_input(tg_ctx *ctx, const fx_case *c, const char *key)
 {
     const fx_tensor *t = fx_get(c, key);
     if (!t)
         return NULL;
-    tg_tensor *x = tg_from_f64(ctx, TG_F64, t->ndim, t->shape, t->v);
+    tg_tensor *x = tg_from_f64(ctx, t->is_int ? TG_I64 : TG_F64, t->ndim, t->shape, t->v);
+    if (t->is_int)
+        return x;
     char gkey[20];
     snprintf(gkey, sizeof gkey, "g%s", key);
     tg_set_requires_grad(ctx, x, fx_get(c, gkey) != NULL);
@@ -223,6 +229,8 @@ static tg_tensor *fx_run(tg_ctx *ctx, const fx_case *c)
         return tg_bce_with_logits(ctx, x, t, r);
     if (!strcmp(op, "cross_entropy"))
         return tg_cross_entropy(ctx, x, t, r);
+    if (!strcmp(op, "nll_loss"))
+        return tg_nll_loss(ctx, x, t, r);
     ck_abort_msg("%s: unknown op %s", c->name, op);
     return NULL;
 }
@@ -285,7 +293,7 @@ START_TEST(huge_logits_stay_finite)
         tg_tensor *s = tg_softmax(ctx, z, 1), *ls = tg_log_softmax(ctx, z, 1);
         ck_tensor(s, ((const double[]){1, 0, 0, 0, 0.5, 0.5}), 0);
         ck_tensor(ls, ((const double[]){0, -2e4, -1e4, -2e4 - log(2.0), -log(2.0), -log(2.0)}), 1e-7);
-        tg_tensor *t = tg_from_f64(ctx, (tg_dtype)dt, TG_SHAPE(2), (const double[]){0, 2});
+        tg_tensor *t = tg_from_data(ctx, TG_I64, TG_SHAPE(2), (const int64_t[]){0, 2});
         tg_tensor *ce = tg_cross_entropy(ctx, z, t, TG_MEAN);
         ck_close(tg_get(ce, 0), log(2.0) / 2, 1e-6);
         tg_tensor *loss = tg_add(ctx, ce, tg_add(ctx, tg_sum(ctx, s), tg_sum(ctx, ls)));
@@ -387,17 +395,17 @@ START_TEST(batch_norm_modes)
     tg_tensor *rv = tg_param(ctx, TG_F64, TG_SHAPE(2), "running_var");
     rm->requires_grad = rv->requires_grad = false; /* buffers, not parameters */
     tg_fill(ctx, rv, 1);
-    tg_tensor *y = tg_batch_norm(ctx, x, NULL, NULL, rm, rv, 0.1, 0);
-    /* column 0: mean 2.5, biased var 1.25 */
-    double r = 1 / sqrt(1.25);
-    ck_tensor(y, ((const double[]){-1.5 * r, -1.5 * r, -0.5 * r, -0.5 * r, 0.5 * r, 0.5 * r,
-                                   1.5 * r, 1.5 * r}), 1e-12);
+    tg_tensor *y = tg_batch_norm(ctx, x, NULL, NULL, rm, rv, 0.1, TG_BN_EPS);
+    /* column 0: mean 2.5, biased var 1.25; column 1: ten times both, var 125 */
+    double r = 1 / sqrt(1.25 + TG_BN_EPS), q = 10 / sqrt(125 + TG_BN_EPS);
+    ck_tensor(y, ((const double[]){-1.5 * r, -1.5 * q, -0.5 * r, -0.5 * q, 0.5 * r, 0.5 * q,
+                                   1.5 * r, 1.5 * q}), 1e-12);
     /* running: 0.9 * 0 + 0.1 * 2.5; 0.9 * 1 + 0.1 * (5 / 3) with the unbiased variance */
     ck_tensor(rm, ((const double[]){0.25, 2.5}), 1e-12);
     ck_tensor(rv, ((const double[]){0.9 + 0.1 * 5 / 3, 0.9 + 0.1 * 500 / 3}), 1e-12);
     tg_set_training(ctx, false);
-    tg_tensor *e = tg_batch_norm(ctx, x, NULL, NULL, rm, rv, 0.1, 0);
-    ck_close(tg_get(e, 0), (1 - 0.25) / sqrt(0.9 + 0.1 * 5 / 3), 1e-12);
+    tg_tensor *e = tg_batch_norm(ctx, x, NULL, NULL, rm, rv, 0.1, TG_BN_EPS);
+    ck_close(tg_get(e, 0), (1 - 0.25) / sqrt(0.9 + 0.1 * 5 / 3 + TG_BN_EPS), 1e-12);
     ck_tensor(rm, ((const double[]){0.25, 2.5}), 1e-12); /* eval leaves them alone */
     /* a batch of one is fine in eval mode */
     ck_assert_ptr_nonnull(tg_batch_norm(ctx, tg_ones(ctx, TG_F64, TG_SHAPE(1, 2)), NULL, NULL, rm, rv, 0.1, 1e-5));
@@ -432,10 +440,10 @@ START_TEST(bad_input)
     EXPECT(tg_avg_pool2d(ctx, x, 4), TG_ESHAPE, "avg_pool2d: kernel 4 x 4 is larger than the padded input 3 x 3");
     EXPECT(tg_max_pool2d_ex(ctx, x, 2, 1, 2), TG_EINVAL, "max_pool2d: padding 2 must be between 0 and half the kernel size 2");
     tg_tensor *z = tg_ones(ctx, TG_F32, TG_SHAPE(3, 4));
-    EXPECT(tg_cross_entropy(ctx, z, tg_from_f64(ctx, TG_F32, TG_SHAPE(3), (const double[]){0, 4, 1}), TG_MEAN),
+    EXPECT(tg_cross_entropy(ctx, z, tg_from_data(ctx, TG_I64, TG_SHAPE(3), (const int64_t[]){0, 4, 1}), TG_MEAN),
            TG_EINVAL, "cross_entropy: target[1] = 4 is not a class index in [0, 4)");
     EXPECT(tg_cross_entropy(ctx, z, tg_from_f64(ctx, TG_F32, TG_SHAPE(3), (const double[]){0, 1.5, 1}), TG_MEAN),
-           TG_EINVAL, "cross_entropy: target[1] = 1.5 is not a class index");
+           TG_EDTYPE, "pass the indices as an int64 tensor");
     EXPECT(tg_cross_entropy(ctx, z, tg_ones(ctx, TG_F32, TG_SHAPE(4)), TG_MEAN), TG_ESHAPE,
            "cross_entropy: target (4) fits logits (3, 4) neither as class indices");
     EXPECT(tg_mse(ctx, z, tg_ones(ctx, TG_F32, TG_SHAPE(4, 3)), TG_MEAN), TG_ESHAPE,

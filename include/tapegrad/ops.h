@@ -162,8 +162,10 @@ TG_API tg_tensor *tg_global_avg_pool(tg_ctx *ctx, tg_tensor *x);
 
 #define TG_LEAKY_RELU_SLOPE 0.01 /* PyTorch's default negative slope */
 
+/* NaN propagates as in PyTorch: relu(NaN) = leaky_relu(NaN) = NaN. */
 TG_API tg_tensor *tg_relu(tg_ctx *ctx, tg_tensor *x);    /* [relu] max(x, 0); gradient 0 at 0 */
-/* [leaky_relu] x for x > 0, negative_slope * x otherwise (TG_LEAKY_RELU_SLOPE is PyTorch's default) */
+/* [leaky_relu] x for x > 0, negative_slope * x otherwise (TG_LEAKY_RELU_SLOPE
+ * is PyTorch's default); any slope is accepted, as in PyTorch */
 TG_API tg_tensor *tg_leaky_relu(tg_ctx *ctx, tg_tensor *x, double negative_slope);
 TG_API tg_tensor *tg_sigmoid(tg_ctx *ctx, tg_tensor *x); /* [sigmoid] 1 / (1 + e^-x), no overflow */
 TG_API tg_tensor *tg_tanh(tg_ctx *ctx, tg_tensor *x);    /* [tanh] */
@@ -172,7 +174,11 @@ TG_API tg_tensor *tg_tanh(tg_ctx *ctx, tg_tensor *x);    /* [tanh] */
 
 typedef struct tg_axis_attrs { int axis; } tg_axis_attrs;
 
-/* [softmax] exp(x - max) / sum exp(x - max) along axis (negative from the end) */
+/* [softmax] exp(x - max) / sum exp(x - max) along axis (negative from the
+ * end; out of range is TG_EINVAL). The sums run in double; a NaN or an
+ * infinity makes its whole line NaN (PyTorch); an empty x gives an empty
+ * result, and a shape whose lines (the dimensions before the axis times
+ * those after) cannot be counted in int64 is TG_ESHAPE. */
 TG_API tg_tensor *tg_softmax(tg_ctx *ctx, tg_tensor *x, int axis);
 /* [log_softmax] x - max - log sum exp(x - max): finite for logits of any size */
 TG_API tg_tensor *tg_log_softmax(tg_ctx *ctx, tg_tensor *x, int axis);
@@ -185,26 +191,40 @@ typedef struct tg_loss_attrs { tg_reduction reduction; } tg_loss_attrs;
 /*
  * Every loss returns a scalar (shape ()). Inputs and targets share a dtype;
  * target gradients are computed where PyTorch computes them (mse, bce,
- * bce_with_logits), so a target may itself require grad.
+ * bce_with_logits, cross_entropy with probabilities), so a target may
+ * itself require grad. The mean over no elements is NaN and the sum 0, as
+ * in PyTorch. Sums run in double for float32 too.
  */
 /* [mse] mean or sum of (x - y)^2; x and y have the same shape */
 TG_API tg_tensor *tg_mse(tg_ctx *ctx, tg_tensor *x, tg_tensor *y, tg_reduction reduction);
-/* [bce] -(y log p + (1 - y) log(1 - p)) on probabilities p in [0, 1]; each log
+/* [bce] -(y log p + (1 - y) log(1 - p)) on probabilities p in [0, 1] and
+ * targets y in [0, 1] (anything else, NaN included, is TG_EINVAL); each log
  * is clamped at -100 as PyTorch does, so p = 0 or 1 gives finite values */
 TG_API tg_tensor *tg_bce(tg_ctx *ctx, tg_tensor *p, tg_tensor *y, tg_reduction reduction);
-/* [bce_with_logits] BCE of sigmoid(x), computed stably as
- * max(x, 0) - x y + log(1 + e^-|x|) */
+/* [bce_with_logits] BCE of sigmoid(x), in PyTorch's stable form
+ * (1 - y) x + max(-x, 0) + log(1 + e^-|x|); logits of +-inf give PyTorch's
+ * values, NaN where it gives NaN */
 TG_API tg_tensor *tg_bce_with_logits(tg_ctx *ctx, tg_tensor *x, tg_tensor *y,
                                      tg_reduction reduction);
 /*
- * [cross_entropy] Softmax cross-entropy from logits (N, C) or (N, C, d1, ...).
- * target is either class indices, shape (N) or (N, d1, ...), stored as
- * whole numbers in the logits' dtype (0 <= index < C), or class
- * probabilities of the logits' shape. The mean divides by the number of
- * samples N * d1 * ...; its gradient is (softmax - onehot) / N exactly.
+ * [cross_entropy] Softmax cross-entropy from float logits (N, C) or
+ * (N, C, d1, ...). target is either class indices, an int64 tensor of shape
+ * (N) or (N, d1, ...) with 0 <= index < C (TG_EINVAL naming the first one
+ * outside), or class probabilities of the logits' shape and dtype. A float
+ * target of the indices' shape is TG_EDTYPE: pass indices as int64. The
+ * mean divides by the number of samples N * d1 * ...; its gradient is
+ * (softmax - onehot) / N exactly. No ignore_index: PyTorch's -100 is out of range.
  */
 TG_API tg_tensor *tg_cross_entropy(tg_ctx *ctx, tg_tensor *logits, tg_tensor *target,
                                    tg_reduction reduction);
+/*
+ * [nll_loss] PyTorch's F.nll_loss: the mean or sum over samples of
+ * -logp[i, target[i], ...], on log-probabilities (N, C) or (N, C, d1, ...)
+ * (e.g. from tg_log_softmax along axis 1) and int64 class indices (N) or
+ * (N, d1, ...) in [0, C). tg_cross_entropy(z, t) = tg_nll_loss(tg_log_softmax(z, 1), t).
+ */
+TG_API tg_tensor *tg_nll_loss(tg_ctx *ctx, tg_tensor *logp, tg_tensor *target,
+                              tg_reduction reduction);
 
 /* ------------------------------------------------ dropout (ops/dropout.c) */
 
@@ -212,7 +232,8 @@ typedef struct tg_dropout_attrs { double p; } tg_dropout_attrs;
 
 /* [dropout] In training mode zeroes each element with probability p (mask
  * drawn from the context RNG) and scales the kept ones by 1 / (1 - p); in
- * eval mode returns x unchanged. 0 <= p <= 1; p = 1 gives zeros. */
+ * eval mode returns x unchanged. 0 <= p <= 1 (anything else, NaN included,
+ * is TG_EINVAL); p = 1 gives zeros. */
 TG_API tg_tensor *tg_dropout(tg_ctx *ctx, tg_tensor *x, double p);
 
 /* ------------------------------------------------ batch norm (ops/batchnorm.c) */
@@ -222,8 +243,8 @@ TG_API tg_tensor *tg_dropout(tg_ctx *ctx, tg_tensor *x, double p);
 
 enum { TG_BN_WEIGHT = 1, TG_BN_BIAS = 2, TG_BN_RUNNING = 4 };
 typedef struct tg_batch_norm_attrs {
-    double momentum; /* running = (1 - momentum) running + momentum batch; PyTorch: 0.1 */
-    double eps;      /* added to the variance; PyTorch: 1e-5 */
+    double momentum; /* running = (1 - momentum) running + momentum batch, in [0, 1]; PyTorch: 0.1 */
+    double eps;      /* added to the variance, > 0 and finite; PyTorch: 1e-5 */
     int has;         /* which optional inputs follow x, in this order: TG_BN_* bits */
 } tg_batch_norm_attrs;
 
@@ -233,7 +254,10 @@ typedef struct tg_batch_norm_attrs {
  * and running_mean / running_var (C), when given, are updated in place with
  * the unbiased variance. Eval mode: the running statistics. weight and bias
  * (C) are optional; so are the running statistics (both or neither).
- * Training needs more than one value per channel.
+ * Training needs more than one value per channel (an empty batch is
+ * TG_EINVAL). The running statistics are updated in place (their version
+ * bumps); backward reads them only in eval mode, so writing them between
+ * forward and backward of a training step is allowed, as in PyTorch.
  */
 TG_API tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
                                 tg_tensor *running_mean, tg_tensor *running_var,
@@ -296,6 +320,7 @@ TG_API tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg
 #define tg_bce(ctx, ...) tg_bce(TG__AT(ctx), __VA_ARGS__)
 #define tg_bce_with_logits(ctx, ...) tg_bce_with_logits(TG__AT(ctx), __VA_ARGS__)
 #define tg_cross_entropy(ctx, ...) tg_cross_entropy(TG__AT(ctx), __VA_ARGS__)
+#define tg_nll_loss(ctx, ...) tg_nll_loss(TG__AT(ctx), __VA_ARGS__)
 #define tg_dropout(ctx, ...) tg_dropout(TG__AT(ctx), __VA_ARGS__)
 #define tg_batch_norm(ctx, ...) tg_batch_norm(TG__AT(ctx), __VA_ARGS__)
 #endif
