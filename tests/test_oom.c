@@ -274,11 +274,13 @@ static int g_elementwise(run *r)
     return finish(r, loss);
 }
 
-/* matmul with broadcast batch dimensions, linear with and without bias */
+/* matmul with broadcast batch dimensions, linear with and without bias; a
+ * first backward from a non-scalar output keeps the graph and the
+ * intermediate gradients, the second goes through the same nodes */
 static int g_matmul(run *r)
 {
     tg_ctx *ctx = r->ctx;
-    tg_tensor *a, *b, *c, *w, *bias, *w2, *y, *z, *loss = NULL;
+    tg_tensor *a, *b, *c, *w, *bias, *w2, *y, *z, *g, *loss = NULL;
     begin(r);
     PARAM(a, TG_F32, TG_SHAPE(2, 3, 4), 0, 1);
     PARAM(b, TG_F32, TG_SHAPE(4, 5), 0, 1);
@@ -290,6 +292,10 @@ static int g_matmul(run *r)
     TRY("matmul", y, tg_matmul(ctx, y, c));
     TRY("linear", z, tg_linear(ctx, y, w, bias));
     TRY("linear", y, tg_linear(ctx, z, w2, NULL));
+    TRY(NULL, g, tg_randn(ctx, TG_F32, TG_SHAPE(2, 3, 2), 0, 1));
+    TRY_OK("backward", tg_backward_ex(ctx, y, g, TG_RETAIN_GRAPH | TG_KEEP_GRADS));
+    EXPECT(z->grad, "TG_KEEP_GRADS kept no gradient");
+    keep(r, z->grad);
     ADD_SQ(loss, z);
     ADD_SQ(loss, y);
     return finish(r, loss);
