@@ -129,7 +129,7 @@ static tg_status stale(tg_ctx *ctx, const tg_node *node, const tg_tensor *t, con
                     "tg_assign, tg_set, an optimiser step or an in-place op came between forward "
                     "and backward",
                     node->op->name, (long long)node->index, what, tg__tensor_s(t),
-                    (unsigned long long)then, (unsigned long long)t->version);
+                    (unsigned long long)then, (unsigned long long)tg_tensor_version(t));
 }
 
 /* The values the vjp may read are those forward saw. */
@@ -139,7 +139,7 @@ static tg_status check_versions(tg_ctx *ctx, const tg_node *node)
     for (int k = 0; k <= node->n_in; k++) {
         const tg_tensor *t = k < node->n_in ? node->in[k] : node->out;
         uint64_t then = node->in_version[k];
-        if (then == TG_VERSION_UNCHECKED || then == t->version)
+        if (then == TG_VERSION_UNCHECKED || then == tg_tensor_version(t))
             continue;
         if (k < node->n_in)
             snprintf(what, sizeof what, "its input %d", k);
@@ -148,7 +148,7 @@ static tg_status check_versions(tg_ctx *ctx, const tg_node *node)
         return stale(ctx, node, t, what, then);
     }
     for (int k = 0; k < node->n_saved; k++)
-        if (node->saved[k]->version != node->saved_version[k]) {
+        if (tg_tensor_version(node->saved[k]) != node->saved_version[k]) {
             snprintf(what, sizeof what, "its saved tensor %d", k);
             return stale(ctx, node, node->saved[k], what, node->saved_version[k]);
         }
@@ -179,13 +179,13 @@ static tg_status run_vjp(tg_ctx *ctx, tg_node *node, tg_tensor **gin)
         if (gin[k])
             tg__anomaly_check(ctx, node, gin[k], k);
 done:
-    ctx->cur_op = NULL;
+    ctx->cur_op = "backward";
+    ctx->cur_phase = "";
     return ctx->errcode;
 }
 
-tg_status tg_backward_ex(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, unsigned flags)
+static tg_status sweep(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, unsigned flags)
 {
-    TG__GUARD(ctx, ctx ? ctx->errcode : TG_EINVAL);
     if (check_out(ctx, out, gout) || seed(ctx, out, gout))
         return ctx->errcode;
     tg_node *last = out->node;
@@ -228,13 +228,23 @@ tg_status tg_backward_ex(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, uns
     return TG_OK;
 }
 
+tg_status tg_backward_ex(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, unsigned flags)
+{
+    TG__GUARD(ctx, ctx ? ctx->errcode : TG_EINVAL);
+    ctx->cur_op = "backward"; /* names what runs out of memory outside a vjp */
+    ctx->cur_phase = "";
+    tg_status st = sweep(ctx, out, gout, flags);
+    ctx->cur_op = NULL;
+    return st;
+}
+
 tg_status tg_backward(tg_ctx *ctx, tg_tensor *loss) { return tg_backward_ex(ctx, loss, NULL, 0); }
 
 void tg_tensor_zero_grad(tg_tensor *t)
 {
     if (t && t->grad) {
         memset(t->grad->data, 0, (size_t)t->grad->numel * tg_dtype_size(t->grad->dtype));
-        t->grad->version++;
+        tg__bump(t->grad);
     }
 }
 

@@ -116,6 +116,14 @@ void tg__mark_rewind(tg_ctx *ctx, tg__mark m);
 void *tg__grad_buffer(tg_ctx *ctx, size_t bytes);
 void tg__grad_release(tg_ctx *ctx, void *buf, size_t bytes);
 
+/* Counts a write to t (on its base too, when t is a view). */
+static inline void tg__bump(tg_tensor *t)
+{
+    t->version++;
+    if (t->base)
+        t->base->version++;
+}
+
 /* ---- context.c */
 /* A number for a message, so that different numbers look different: the
  * shortest text that reads back as the same double ("1.0000001", "0.1").

@@ -113,11 +113,11 @@ tg_tensor *tg_apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n, c
     if (node->recording && tg_dtype_is_float(out->dtype)) {
         for (int i = 0; i < n; i++)
             if (node->in_version[i] != TG_VERSION_UNCHECKED)
-                node->in_version[i] = in[i]->version;
+                node->in_version[i] = tg_tensor_version(in[i]);
         if (node->in_version[n] != TG_VERSION_UNCHECKED)
-            node->in_version[n] = out->version;
+            node->in_version[n] = tg_tensor_version(out);
         for (int i = 0; i < node->n_saved; i++)
-            node->saved_version[i] = node->saved[i]->version;
+            node->saved_version[i] = tg_tensor_version(node->saved[i]);
         if (tape_push(ctx, node))
             return NULL;
         out->node = node;

@@ -338,7 +338,7 @@ tg_status tg_assign(tg_ctx *ctx, tg_tensor *dst, const tg_tensor *src)
     if (dst->numel != src->numel || !tg_same_shape(dst, src))
         return TG_ERROR(ctx, TG_ESHAPE, "assign: dst is %s but src is %s", tg__shape_s(dst),
                         tg__shape_s(src));
-    dst->version++;
+    tg__bump(dst);
     if (dst->data == src->data)
         return TG_OK;
     if (dst->dtype == src->dtype) {
@@ -359,7 +359,7 @@ tg_status tg_assign_f64(tg_ctx *ctx, tg_tensor *t, const double *values)
         return TG_ERROR(ctx, TG_EINVAL, "assign_f64: values is NULL");
     for (int64_t i = 0; i < t->numel; i++)
         tg_set(t, i, values[i]);
-    t->version++;
+    tg__bump(t);
     return TG_OK;
 }
 
@@ -378,14 +378,19 @@ tg_status tg_fill(tg_ctx *ctx, tg_tensor *t, double value)
                 d[i] = (T)value;
         });
     }
-    t->version++;
+    tg__bump(t);
     return TG_OK;
 }
 
 void tg_mark_dirty(tg_tensor *t)
 {
     if (t)
-        t->version++;
+        tg__bump(t);
+}
+
+uint64_t tg_tensor_version(const tg_tensor *t)
+{
+    return t ? (t->base ? t->base : t)->version : 0;
 }
 
 tg_status tg_set_requires_grad(tg_ctx *ctx, tg_tensor *t, bool requires_grad)
@@ -621,7 +626,7 @@ void tg_set(tg_tensor *t, int64_t index, double value)
     case TG_I64: ((int64_t *)t->data)[index] = to_i64(value); break;
     default: return;
     }
-    t->version++;
+    tg__bump(t);
 }
 
 int64_t tg_offset(const tg_tensor *t, const int64_t *idx)

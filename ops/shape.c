@@ -143,6 +143,7 @@ static tg_tensor *reshape_forward(tg_ctx *ctx, tg_node *node)
     if (!out)
         return NULL;
     out->data = x->data;
+    out->base = x->base ? x->base : x; /* a view: writes to either are seen through both */
     mark_all_unread(node);
     return out;
 }

@@ -150,9 +150,10 @@ TG_API void tg_clear_error(tg_ctx *ctx);
  */
 TG_API int tg_error_at(tg_ctx *ctx, int code, const char *file, int line, const char *fmt, ...)
     TG_PRINTF(5, 6);
+static inline int tg_error_code_(int code) { return code < 0 ? code : TG_EINTERNAL; }
 #define TG_ERROR(ctx, code, ...)                                             \
     ((void)tg_error_at((ctx), (code), __FILE__, __LINE__, __VA_ARGS__),      \
-     (code) < 0 ? (code) : TG_EINTERNAL)
+     tg_error_code_(code))
 
 /* ---------------------------------------------------------------- modes */
 

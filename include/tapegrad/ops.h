@@ -74,7 +74,8 @@ typedef struct tg_reshape_attrs { int ndim; int64_t shape[TG_MAX_DIMS]; } tg_res
 typedef struct tg_permute_attrs { int ndim; int perm[TG_MAX_DIMS]; } tg_permute_attrs;
 typedef struct tg_concat_attrs { int axis; } tg_concat_attrs;
 typedef struct tg_slice_attrs { int axis; int64_t start, end, step; } tg_slice_attrs;
-/* pad[d][0] zeros before and pad[d][1] after dimension d (the first ndim entries count). */
+/* pad[d][0] zeros before and pad[d][1] after dimension d (the first ndim entries
+ * count); a negative entry removes that many elements, as torch.nn.functional.pad. */
 typedef struct tg_pad_attrs { int ndim; int64_t pad[TG_MAX_DIMS][2]; } tg_pad_attrs;
 
 /* [reshape] Same elements, new shape; one dimension may be -1 (inferred).
@@ -83,7 +84,8 @@ TG_API tg_tensor *tg_reshape(tg_ctx *ctx, tg_tensor *x, int ndim, const int64_t 
 /* [reshape] Merges dimensions start..end (inclusive, negative from the end)
  * into one, as torch.flatten; tg_flatten(ctx, x, 1, -1) keeps the batch. */
 TG_API tg_tensor *tg_flatten(tg_ctx *ctx, tg_tensor *x, int start, int end);
-/* [permute] out.shape[i] = x.shape[perm[i]]; perm has x->ndim entries. */
+/* [permute] out.shape[i] = x.shape[perm[i]]; perm has x->ndim entries, negative
+ * ones counting from the end. */
 TG_API tg_tensor *tg_permute(tg_ctx *ctx, tg_tensor *x, const int *perm);
 /* [permute] Swaps two dimensions. */
 TG_API tg_tensor *tg_transpose(tg_ctx *ctx, tg_tensor *x, int dim0, int dim1);
@@ -93,7 +95,8 @@ TG_API tg_tensor *tg_concat(tg_ctx *ctx, tg_tensor *const *xs, int n, int axis);
  * negative start/end count from the end; both are clamped like Python's). */
 TG_API tg_tensor *tg_slice(tg_ctx *ctx, tg_tensor *x, int axis, int64_t start, int64_t end,
                            int64_t step);
-/* [pad] Zero padding of the last dimension (a conv1d layer's padding). */
+/* [pad] Zero padding of the last dimension (a conv1d layer's padding); negative
+ * values crop, and removing more than the dimension holds is TG_ESHAPE. */
 TG_API tg_tensor *tg_pad1d(tg_ctx *ctx, tg_tensor *x, int64_t left, int64_t right);
 /* [pad] Zero padding of the last two dimensions, in torch.nn.functional.pad's
  * order: left and right of the last, top and bottom of the one before. */
@@ -110,7 +113,9 @@ TG_API tg_tensor *tg_pad2d(tg_ctx *ctx, tg_tensor *x, int64_t left, int64_t righ
  * conv1d: x (N, C, L), weight (K, C / groups, R) -> (N, K, OL); only entry 0
  *         of each pair in the attributes counts.
  * Entries are (height, width). stride and dilation >= 1, padding >= 0
- * (zeros), groups >= 1 dividing C and K.
+ * (zeros), groups >= 1 dividing C and K, kernel sizes >= 1. As in PyTorch,
+ * an input without elements is taken only when N = 0 (the output is then
+ * (0, K, OH, OW)).
  */
 typedef struct tg_conv_attrs {
     int64_t stride[2], padding[2], dilation[2];
@@ -133,9 +138,10 @@ TG_API tg_tensor *tg_conv2d_ex(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_
  * Windows of kernel size, moved by stride, over x padded by padding on
  * each side: (N, C, L) for 1-D, (N, C, H, W) for 2-D; out size floor((n +
  * 2 padding - kernel) / stride) + 1. Max pooling pads with -inf and sends
- * each window's gradient to its first maximum (as PyTorch); average pooling
- * pads with zeros and divides by the kernel size (count_include_pad).
- * padding is at most half the kernel, as PyTorch requires. Entries are
+ * each window's gradient to its first maximum, or to its last NaN when it
+ * holds one (the output is then NaN), as PyTorch; average pooling pads with
+ * zeros and divides by the kernel size (count_include_pad). padding is at
+ * most half the kernel, as PyTorch requires. Only N may be 0. Entries are
  * (height, width); 1-D uses entry 0.
  */
 typedef struct tg_pool_attrs { int64_t kernel[2], stride[2], padding[2]; } tg_pool_attrs;
@@ -155,7 +161,7 @@ TG_API tg_tensor *tg_avg_pool1d_ex(tg_ctx *ctx, tg_tensor *x, int64_t kernel, in
 TG_API tg_tensor *tg_avg_pool2d_ex(tg_ctx *ctx, tg_tensor *x, int64_t kernel, int64_t stride,
                                    int64_t padding);
 /* [global_avg_pool] The mean over every dimension after the second:
- * (N, C, ...) -> (N, C). */
+ * (N, C, ...) -> (N, C). An empty plane gives NaN (torch.mean). */
 TG_API tg_tensor *tg_global_avg_pool(tg_ctx *ctx, tg_tensor *x);
 
 /* ------------------------------------------------ activations (ops/activation.c) */

@@ -19,7 +19,10 @@
  * recorded op remembers the versions of the values its vjp reads, and
  * backward refuses to use values written since (TG_ESTATE), so a gradient
  * is never computed from numbers other than the ones forward saw. Code that
- * writes t->data directly calls tg_mark_dirty(t) afterwards.
+ * writes t->data directly calls tg_mark_dirty(t) afterwards. A view (the
+ * output of tg_reshape, which shares its input's data) counts its writes on
+ * its base as well, and the checks read the base's counter, so writing
+ * either one is seen through the other (tg_tensor_version).
  */
 #ifndef TAPEGRAD_TENSOR_H
 #define TAPEGRAD_TENSOR_H
@@ -65,6 +68,7 @@ struct tg_tensor {
     tg_node *node;                 /* the recorded op that made it; NULL for a leaf */
     const char *name;              /* optional; dot labels and checkpoint keys */
     uint64_t version;              /* bumped by every write through the API */
+    tg_tensor *base;               /* a view's tensor whose data it shares, or NULL */
     /* The library's bookkeeping, read-only. What the library frees is decided
      * by the context's own records, never by these fields. */
     tg_ctx *ctx;                   /* the context that made it */
@@ -117,8 +121,11 @@ TG_API tg_status tg_assign_f64(tg_ctx *ctx, tg_tensor *t, const double *values);
 /* Sets every element of t to value. */
 TG_API tg_status tg_fill(tg_ctx *ctx, tg_tensor *t, double value);
 /* Records that t's data was written directly (not through the API): bumps
- * its version, so backward refuses values a recorded op saw differently. */
+ * its version (and its base's), so backward refuses values a recorded op
+ * saw differently. */
 TG_API void tg_mark_dirty(tg_tensor *t);
+/* The counter the checks compare: the base's for a view, else t's own. */
+TG_API uint64_t tg_tensor_version(const tg_tensor *t);
 
 /* Marks a leaf tensor as one gradients flow to. Fails (TG_EINVAL) for a
  * tensor produced by a recorded op, whose flag the tape owns, for a buffer
