@@ -647,7 +647,7 @@ static int match_item(tg_ctx *ctx, const char *fn, const tg_st *f, const tg_st_i
     const tg_tensor *t = it->tensor;
     const char *name = it->name ? it->name : t ? t->name : NULL;
     if (!t || !name || t->ctx != ctx)
-        return TG_ERROR(ctx, TG_EINVAL, "%s: item %zu ('%s') has %s", fn, i,
+        return TG_ERROR(ctx, TG_EINVAL, "%s: %s: item %zu ('%s') has %s", fn, f->path, i,
                         name ? name : "(null)",
                         !t ? "no tensor" : !name ? "no name" : "a tensor of another context");
     const tg_st_entry *e = tg_st_find(f, name);
@@ -656,7 +656,8 @@ static int match_item(tg_ctx *ctx, const char *fn, const tg_st *f, const tg_st_i
                         name, i);
     size_t k = (size_t)(e - f->entries);
     if (claimed[k])
-        return TG_ERROR(ctx, TG_EINVAL, "%s: '%s' is given twice (item %zu)", fn, name, i);
+        return TG_ERROR(ctx, TG_EINVAL, "%s: %s: '%s' is given twice (item %zu)", fn, f->path,
+                        name, i);
     claimed[k] = true;
     char want[96], got[96];
     shape_str(e->ndim, e->shape, got, sizeof got);
