@@ -394,7 +394,7 @@ static int st_fill(tg_ctx *ctx, const st_src *src, tg_st *f, const json_t *root)
     const char *k;
     const json_t *v;
     json_object_foreach((json_t *)root, k, v) {
-        if (v == meta)
+        if (strcmp(k, META_KEY) == 0)
             continue;
         tg_st_entry *e = &f->entries[i++];
         if (parse_entry(ctx, src, f, k, v, e))
