@@ -7,7 +7,7 @@
  *   atomic      a save that fails midway (file size limit) or on any
  *               allocation leaves the old file intact and no temporary file
  *   statedict   strict and non-strict loads, the first mismatch's message,
- *               nothing written on error, read_into
+ *               nothing written on error (an I/O error included), read_into
  *   torch       fixtures/safetensors/torch_lenet.safetensors written by
  *               PyTorch (lenet_torch.py make) against torch_lenet.txt, and
  *               tapegrad_lenet.safetensors, which this suite writes and
@@ -159,13 +159,13 @@ static void ck_same(const tg_tensor *a, const tg_tensor *b)
 START_TEST(roundtrip_dtypes)
 {
     tg_ctx *ctx = tg_ctx_new(1);
-    tg_tensor *nbt = tg_buffer(ctx, TG_I64, TG_SHAPE(), "bn.num_batches_tracked");
+    tg_tensor *nbt = tg_buffer(ctx, TG_I64, 0, NULL, "bn.num_batches_tracked");
     *(int64_t *)nbt->data = INT64_MAX - 5;
     tg_mark_dirty(nbt);
     const int64_t iv[] = {INT64_MIN, -1, 0, 1, INT64_MAX};
     tg_tensor *ts[] = {bits_f32(ctx), bits_f64(ctx), nbt,
                        tg_from_data(ctx, TG_I64, TG_SHAPE(5), iv),
-                       tg_full(ctx, TG_F64, TG_SHAPE(), 2.5),
+                       tg_full(ctx, TG_F64, 0, NULL, 2.5),
                        tg_zeros(ctx, TG_F32, TG_SHAPE(0, 3)),
                        tg_zeros(ctx, TG_I64, TG_SHAPE(0))};
     const char *names[] = {"f32", "f64", NULL, "i64", "scalar", "empty", "empty_i64"};
@@ -424,7 +424,7 @@ static void save_abc(tg_ctx *ctx, const char *path)
     const tg_st_item items[] = {
         {"a", tg_from_f64(ctx, TG_F32, TG_SHAPE(2, 3), (const double[]){1, 2, 3, 4, 5, 6})},
         {"b", tg_from_f64(ctx, TG_F64, TG_SHAPE(4), (const double[]){.5, .25, .125, 8})},
-        {"c", tg_full(ctx, TG_I64, TG_SHAPE(), 42)}};
+        {"c", tg_full(ctx, TG_I64, 0, NULL, 42)}};
     ck_assert_int_eq(tg_st_save(ctx, path, items, 3, NULL, 0), TG_OK);
 }
 
@@ -433,7 +433,7 @@ static void fill_dest(tg_ctx *ctx, tg_tensor **d)
 {
     d[0] = tg_param(ctx, TG_F32, TG_SHAPE(2, 3), "a");
     d[1] = tg_param(ctx, TG_F64, TG_SHAPE(4), "b");
-    d[2] = tg_buffer(ctx, TG_I64, TG_SHAPE(), "c");
+    d[2] = tg_buffer(ctx, TG_I64, 0, NULL, "c");
     for (int i = 0; i < 3; i++)
         tg_fill(ctx, d[i], -1);
 }
@@ -526,7 +526,7 @@ START_TEST(read_into)
     ck_assert_int_eq(tg_st_read_into(ctx, f, "a", d[1]), TG_ESHAPE);
     ck_error(ctx, TG_ESHAPE, "(2, 3) in the file but (4)");
     tg_clear_error(ctx);
-    ck_assert_int_eq(tg_st_read_into(ctx, f, "c", tg_zeros(ctx, TG_F64, TG_SHAPE())), TG_EDTYPE);
+    ck_assert_int_eq(tg_st_read_into(ctx, f, "c", tg_zeros(ctx, TG_F64, 0, NULL)), TG_EDTYPE);
     ck_error(ctx, TG_EDTYPE, "'c' is int64 in the file but float64");
     tg_clear_error(ctx);
     ck_assert_int_eq(tg_st_read_into(ctx, f, "q", d[1]), TG_ENOTFOUND);
@@ -541,6 +541,41 @@ START_TEST(read_into)
     ck_assert_int_eq(tg_errcode(ctx), TG_OK);
     tg_st_close(ctx, f);
     tg_ctx_free(other);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
+/* The file shrinks after it was opened: reads fail with TG_EIO, and a
+ * state-dict load writes nothing (it stages everything first). The file is
+ * larger than stdio's buffer, so the lost bytes must be read again. */
+START_TEST(io_error_after_open)
+{
+    tg_ctx *ctx = tg_ctx_new(1);
+    const char *p = tmp_path("io.st");
+    const tg_st_item src[] = {{"a", tg_full(ctx, TG_F32, TG_SHAPE(2, 3), 5)},
+                              {"big", big_tensor(ctx)}};
+    ck_assert_int_eq(tg_st_save(ctx, p, src, 2, NULL, 0), TG_OK);
+    tg_st *f = tg_st_open(ctx, p);
+    ck_assert_ptr_nonnull(f);
+    tg_tensor *a = tg_param(ctx, TG_F32, TG_SHAPE(2, 3), "a");
+    tg_tensor *big = tg_param(ctx, TG_F64, TG_SHAPE(64, 128), "big");
+    tg_fill(ctx, a, -1);
+    uint64_t va = a->version;
+    size_t size;
+    free(slurp(p, &size));
+    ck_assert_int_eq(truncate(p, (off_t)(size - 4)), 0);
+    const tg_st_item items[] = {{NULL, a}, {NULL, big}};
+    ck_assert_int_eq(tg_st_load(ctx, f, items, 2, true), TG_EIO);
+    ck_error(ctx, TG_EIO, "entry 'big'");
+    ck_error(ctx, TG_EIO, "the file is shorter");
+    ck_assert_uint_eq(a->version, va);
+    ck_assert_double_eq(tg_get(a, 0), -1);
+    tg_clear_error(ctx);
+    ck_assert_ptr_null(tg_st_read(ctx, f, "big"));
+    ck_error(ctx, TG_EIO, p);
+    tg_clear_error(ctx);
+    ck_assert_double_eq(tg_get(tg_st_read(ctx, f, "a"), 5), 5); /* still within the file */
+    tg_st_close(ctx, f);
     tg_ctx_free(ctx);
 }
 END_TEST
@@ -889,7 +924,7 @@ Suite *tg_test_suite(void)
     TCASE(s, "roundtrip", roundtrip_dtypes, roundtrip_metadata, roundtrip_names, header_layout,
           save_errors);
     TCASE(s, "atomic", atomic_midway, atomic_oom);
-    TCASE(s, "statedict", statedict_strict, statedict_mismatch, read_into);
+    TCASE(s, "statedict", statedict_strict, statedict_mismatch, read_into, io_error_after_open);
     TCASE(s, "torch", torch_lenet, tapegrad_lenet);
     TCASE(s, "malformed", truncated_prefixes, bad_framing);
     TCASE(s, "oom", oom_load);

@@ -17,7 +17,7 @@
  * Saving a model and loading it back into the same tensors:
  *
  *   tg_tensor *w = tg_param(ctx, TG_F32, TG_SHAPE(10, 84), "fc.weight");
- *   tg_tensor *n = tg_buffer(ctx, TG_I64, TG_SHAPE(), "bn.num_batches_tracked");
+ *   tg_tensor *n = tg_buffer(ctx, TG_I64, 0, NULL, "bn.num_batches_tracked");
  *   const tg_st_item state[] = {{NULL, w}, {NULL, n}};   // NULL: the tensor's own name
  *   const tg_st_kv meta[] = {{"epoch", "3"}};
  *   tg_st_save(ctx, "model.safetensors", state, 2, meta, 1);
