@@ -28,7 +28,7 @@
 #include "tapegrad.h"
 
 #define CHUNK (64 * 1024)        /* bytes per read from a file */
-#define FIRST_CAPACITY (1 << 20) /* the data buffer's first size, at most */
+#define FIRST_CAPACITY (64 * 1024) /* the data buffer's first size, at most */
 
 /* The input being read: a buffer or a file, plain or gzip. */
 typedef struct stream {

@@ -27,9 +27,10 @@
  * type, number of dimensions, each dimension, the size's arithmetic) and
  * the data length against the file, and fails with TG_EFORMAT and a message
  * naming the file and the numbers. Memory is never reserved on the word of a
- * header: the data buffer grows as data actually arrives, so a 40-byte file
- * claiming gigabytes costs kilobytes. Every allocation, zlib's included, goes
- * through the context's allocator hook.
+ * header: the data buffer starts at 64 KiB at most and doubles as data
+ * actually arrives, so a 40-byte file claiming gigabytes costs 64 KiB before
+ * it is refused. Every allocation, zlib's included, goes through the
+ * context's allocator hook.
  */
 #ifndef TAPEGRAD_DATA_H
 #define TAPEGRAD_DATA_H
