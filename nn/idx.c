@@ -73,8 +73,9 @@ static size_t idx_elem_size(int type)
 
 /* ---------------------------------------------------------------- zlib's memory, through the hook */
 
-/* zlib's free does not pass the size, so each block starts with it. */
-typedef union zhead { size_t size; max_align_t align; } zhead;
+/* zlib's free does not pass the size, so each block starts with it (padded
+ * so that what zlib gets stays aligned for any type). */
+typedef struct zhead { alignas(max_align_t) size_t size; } zhead;
 
 static voidpf z_alloc(voidpf opaque, uInt items, uInt size)
 {
