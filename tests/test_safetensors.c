@@ -72,18 +72,11 @@ static const char *tmp_path(const char *name)
     return p;
 }
 
-/* tests/CMakeLists.txt defines TG_FIXTURES for test_nn only; CMake compiles
- * with absolute paths, so the fixtures are found beside this file. */
+/* TG_FIXTURES (tests/CMakeLists.txt) is the fixtures directory. */
 static const char *fixture(const char *name)
 {
     static char p[1024];
-#ifdef TG_FIXTURES
     snprintf(p, sizeof p, "%s/safetensors/%s", TG_FIXTURES, name);
-#else
-    const char *slash = strrchr(__FILE__, '/');
-    snprintf(p, sizeof p, "%.*s/fixtures/safetensors/%s", slash ? (int)(slash - __FILE__) : 1,
-             slash ? __FILE__ : ".", name);
-#endif
     return p;
 }
 
