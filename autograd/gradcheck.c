@@ -143,7 +143,7 @@ static tg_status alloc_arrays(check *c)
     int64_t cells = c->rows * c->in_total + 3 * c->out_numel + c->in_total + 1;
     c->block_bytes = (size_t)cells * sizeof(double);
     if (!(c->block = tg__malloc(c->ctx, c->block_bytes)))
-        return tg_errcode(c->ctx);
+        return TG_ENOMEM;
     c->jac = c->block;
     c->v = c->jac + c->rows * c->in_total;
     c->yp = c->v + c->out_numel;
@@ -162,14 +162,14 @@ static tg_status analytic(check *c)
     tg_tensor *saved[TG_SAMPLE_MAX_IN] = {NULL};
     tg__mark m = tg__mark_get(ctx);
     bool prev = tg_set_grad_enabled(ctx, true);
-    tg_tensor *y = run(c);
-    tg_status st = tg_errcode(ctx);
+    tg_tensor *y = run(c); /* NULL only with an error held */
+    tg_status st = TG_ENOMEM;
     if (y) {
         c->out_numel = y->numel;
         c->rows = y->numel * (c->in_total ? c->in_total : 1) <= MAX_JACOBIAN ? y->numel : 1;
         st = alloc_arrays(c);
     }
-    if (st == TG_OK) {
+    if (y && st == TG_OK) {
         park_grads(c, saved);
         for (int64_t r = 0; st == TG_OK && r < c->rows; r++) {
             tg_tensor *cot = tg_zeros(ctx, TG_F64, y->ndim, y->shape);
@@ -185,7 +185,10 @@ static tg_status analytic(check *c)
     }
     tg_set_grad_enabled(ctx, prev);
     tg__mark_rewind(ctx, m);
-    return tg_errcode(ctx);
+    int err = tg_errcode(ctx);
+    if (!y || st != TG_OK)
+        return err ? err : TG_EINTERNAL;
+    return err;
 }
 
 static void compare(check *c, int case_no, const char *desc, int input, int64_t j, int64_t out,

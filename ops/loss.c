@@ -260,7 +260,7 @@ static bool index_shape(const tg_tensor *z, const tg_tensor *t)
 /* "[1]" or "[0, 2]": the multi-index of flat element i of t. */
 static void position(const tg_tensor *t, int64_t i, char *buf, size_t size)
 {
-    int64_t idx[TG_MAX_DIMS];
+    int64_t idx[TG_MAX_DIMS] = {0};
     for (int d = t->ndim - 1; d >= 0; d--) {
         idx[d] = i % t->shape[d];
         i /= t->shape[d];

@@ -25,8 +25,8 @@ typedef struct view {
 
 typedef struct copy_args {
     tg_dtype dt;
-    char *dst;
-    const char *src;
+    void *dst;
+    const void *src;
     bool accumulate;
 } copy_args;
 
@@ -396,7 +396,7 @@ static void slice_view(const tg_tensor *x, const tg_slice_attrs *a, int axis, co
         v->shape[d] = out->shape[d];
     if (view_empty(v))
         return;
-    int64_t xs[TG_MAX_DIMS];
+    int64_t xs[TG_MAX_DIMS] = {0};
     contiguous_strides(x, xs);
     contiguous_strides(out, v->dst);
     for (int d = 0; d < out->ndim; d++) /* with two or more kept, step < the axis size */
