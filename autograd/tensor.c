@@ -76,11 +76,16 @@ bool tg_same_shape(const tg_tensor *a, const tg_tensor *b)
 
 int64_t tg__numel(int ndim, const int64_t *shape)
 {
-    int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0 || __builtin_mul_overflow(n, shape[i], &n))
+        if (shape[i] < 0)
             return -1;
+        if (shape[i] == 0)
+            return 0; /* empty wherever the 0 stands */
     }
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        if (__builtin_mul_overflow(n, shape[i], &n))
+            return -1;
     return n;
 }
 

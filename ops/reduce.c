@@ -4,7 +4,8 @@
  * x is viewed as (outer, n, inner) around the reduced axis (all elements:
  * outer = inner = 1). Forward: out[o, i] = sum_j x[o, j, i] (divided by n
  * for mean), accumulated in double. Vjp: dx[o, j, i] += g[o, i] (/ n).
- * As PyTorch, the sum of no elements is 0 and their mean NaN.
+ * As PyTorch, the sum of no elements is 0 and their mean NaN. An empty x
+ * takes neither loop (its outer or inner size may be huge beside the 0).
  */
 #include "ops_impl.h"
 
@@ -57,6 +58,10 @@ static tg_tensor *reduce_forward(tg_ctx *ctx, tg_node *node)
     tg_tensor *out = tg_empty(ctx, x->dtype, nd, shape);
     if (!out)
         return NULL;
+    tg_node_value_unused(node, 0); /* the vjp reads only the gradient */
+    tg_node_value_unused(node, -1);
+    if (x->numel == 0)
+        return tg_fill(ctx, out, is_mean(node) ? NAN : 0.0) == TG_OK ? out : NULL;
     span s = span_of(x, a, axis);
     double scale = scale_of(node, s);
     TG__DISPATCH(x->dtype, T, {
@@ -70,8 +75,6 @@ static tg_tensor *reduce_forward(tg_ctx *ctx, tg_node *node)
                 o[p * s.inner + i] = (T)(acc * scale);
             }
     });
-    tg_node_value_unused(node, 0); /* the vjp reads only the gradient */
-    tg_node_value_unused(node, -1);
     return out;
 }
 
@@ -82,6 +85,8 @@ static tg_status reduce_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
     const tg_reduce_attrs *a = node->attrs;
     tg_tensor *x = node->in[0];
     int axis = a->all ? 0 : (a->axis < 0 ? a->axis + x->ndim : a->axis);
+    if (x->numel == 0)
+        return TG_OK; /* no element to receive a gradient */
     span s = span_of(x, a, axis);
     double scale = scale_of(node, s);
     TG__DISPATCH(x->dtype, T, {

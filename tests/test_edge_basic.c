@@ -158,12 +158,11 @@ START_TEST(concat_and_broadcast_overflow)
            "concat: the sizes along axis 1 add up to more than 9223372036854775807 at input 1, "
            "(0, 4611686018427387905)");
     ck_shape(tg_concat(ctx, (tg_tensor *[]){a, a}, 2, 0), TG_SHAPE(0, BIG));
-    /* empty operands whose broadcast shape has no int64 element count */
+    /* empty operands whose broadcast shape's nonzero sizes overflow: the
+     * result is empty wherever the 0 stands, as torch.empty(2**62, 2**62, 0) */
     tg_tensor *p = tg_zeros(ctx, TG_F64, TG_SHAPE(BIG, 1, 0));
     tg_tensor *q = tg_zeros(ctx, TG_F64, TG_SHAPE(1, BIG, 0));
-    EXPECT(ctx, tg_add(ctx, p, q), TG_ESHAPE,
-           "add: shapes (4611686018427387904, 1, 0) and (1, 4611686018427387904, 0) broadcast to "
-           "(4611686018427387904, 4611686018427387904, 0), which has more elements");
+    ck_shape(tg_add(ctx, p, q), TG_SHAPE(BIG, BIG, 0));
     /* empty tensors whose strides would overflow: PyTorch gives empty results */
     tg_tensor *h = tg_zeros(ctx, TG_F64, TG_SHAPE(0, BIG, 4));
     ck_shape(tg_mul(ctx, h, h), TG_SHAPE(0, BIG, 4));
