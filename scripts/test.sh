@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# Installs the dependencies, then builds and runs every test suite twice:
-# a normal build with warnings as errors, and one under AddressSanitizer +
-# UndefinedBehaviorSanitizer.
+# Installs the dependencies, then checks everything, the slow parts first
+# and the sanitizer run last (its ctest summary closes the output):
+#   1. a normal build with warnings as errors, every test suite;
+#   2. install, and build a separate project against it (find_package and pkg-config);
+#   3. static analysis (cppcheck, gcc -fanalyzer): no findings;
+#   4. each libFuzzer harness for 60 s under ASan+UBSan;
+#   5. a build under AddressSanitizer + UndefinedBehaviorSanitizer, every test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-for kind in release sanitize; do
-    dir=build-test-$kind
-    flags=(-DTG_WERROR=ON)
-    if [ "$kind" = sanitize ]; then
-        flags+=(-DTG_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug)
-    else
-        flags+=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
-    fi
-    echo "== $kind build"
-    cmake -S . -B "$dir" -G Ninja "${flags[@]}" >/dev/null
+
+build() { # build DIR CMAKE-FLAGS...
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" -G Ninja -DTG_WERROR=ON "$@" >/dev/null
     cmake --build "$dir"
-    ctest --test-dir "$dir" --output-on-failure
-done
+}
+
+echo "== release build"
+build build-test-release -DCMAKE_BUILD_TYPE=RelWithDebInfo
+ctest --test-dir build-test-release --output-on-failure
 
 echo "== install, then build a separate project against it (find_package and pkg-config)"
 prefix=$(mktemp -d)
@@ -28,4 +30,15 @@ LD_LIBRARY_PATH="$prefix/lib" "$prefix/consumer-build/consumer"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 cc tests/consumer/consumer.c $(pkg-config --cflags --libs tapegrad) -o "$prefix/consumer-pc"
 LD_LIBRARY_PATH="$prefix/lib" "$prefix/consumer-pc"
+unset PKG_CONFIG_PATH
 rm -rf "$prefix"
+
+echo "== static analysis"
+bash scripts/analyze.sh
+
+echo "== fuzzing, 60 s per harness"
+bash tests/fuzz/run.sh 60
+
+echo "== sanitizer build (ASan + UBSan)"
+build build-test-sanitize -DTG_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+ctest --test-dir build-test-sanitize --output-on-failure

@@ -227,7 +227,10 @@ static void check_tensor(fz *f, const char *what, const tg_tensor *t)
         die("%s: result has dtype %d", what, (int)t->dtype);
     if (t->ndim < 0 || t->ndim > TG_MAX_DIMS)
         die("%s: result has ndim %d", what, t->ndim);
-    int64_t numel = 1;
+    bool empty = false; /* a 0 anywhere makes the tensor empty, whatever the others */
+    for (int i = 0; i < t->ndim && i < TG_MAX_DIMS; i++)
+        empty |= t->shape[i] == 0;
+    int64_t numel = empty ? 0 : 1;
     for (int i = 0; i < TG_MAX_DIMS; i++) {
         if (i >= t->ndim) {
             if (t->shape[i] != 1)
@@ -236,7 +239,7 @@ static void check_tensor(fz *f, const char *what, const tg_tensor *t)
         }
         if (t->shape[i] < 0)
             die("%s: dimension %d is %" PRId64, what, i, t->shape[i]);
-        if (__builtin_mul_overflow(numel, t->shape[i], &numel))
+        if (!empty && __builtin_mul_overflow(numel, t->shape[i], &numel))
             die("%s: shape overflows int64", what);
     }
     if (numel != t->numel)

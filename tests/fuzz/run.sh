@@ -63,7 +63,7 @@ fi
 cmake --build "$build" --target tapegrad_static -j2 >/dev/null
 lib=$(find "$build" -maxdepth 1 -name 'libtapegrad.a' | head -n 1)
 [ -n "$lib" ] || { echo "run.sh: $build has no libtapegrad.a" >&2; exit 1; }
-blas=$(pkg-config --libs openblas)
+blas=$(pkg-config --libs openblas jansson zlib)
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
