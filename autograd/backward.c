@@ -30,7 +30,7 @@ static tg_tensor *grad_of(tg_ctx *ctx, tg_tensor *t)
             return NULL;
         }
         tg__ptensor *g = tg__ptensor_new(ctx, "backward", TG_KIND_GRAD, t->dtype, t->ndim,
-                                         t->shape, NULL);
+                                         t->shape, NULL, true);
         if (!g)
             return NULL;
         p->grad_block = g;

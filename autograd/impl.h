@@ -38,6 +38,7 @@ typedef struct tg__ptensor {
     struct tg__ptensor *grad_block;  /* its gradient's block, if any */
     size_t block;                    /* bytes of this block */
     char *renamed;                   /* a name set after creation, in its own block */
+    struct tg__ptensor *owner;       /* a member's parameter block (tg_param_block), or NULL */
 } tg__ptensor;
 
 /* One of the context's two lists of persistent tensors. */
@@ -88,6 +89,7 @@ struct tg_ctx {
     int site_line;
 
     tg__plist params, buffers;
+    tg__plist blocks;      /* parameter blocks; their members are in params */
 };
 
 /* Fails fast when the context is NULL or already holds an error. */
@@ -138,9 +140,11 @@ tg_status tg__check_shape(tg_ctx *ctx, const char *who, tg_dtype dtype, int ndim
 /* A step tensor header; data is allocated when with_data is set. */
 tg_tensor *tg__tensor_new(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape,
                           bool with_data);
-/* A zero-filled persistent tensor block of the given kind, not linked anywhere. */
+/* A zero-filled persistent tensor block of the given kind, not linked
+ * anywhere; data points into the block, or is NULL when with_data is false
+ * (a member of a parameter block, whose data the caller points). */
 tg__ptensor *tg__ptensor_new(tg_ctx *ctx, const char *who, tg_kind kind, tg_dtype dtype,
-                             int ndim, const int64_t *shape, const char *name);
+                             int ndim, const int64_t *shape, const char *name, bool with_data);
 /* The record of t when it is a live parameter (or buffer) of ctx, else NULL. */
 tg__ptensor *tg__param_record(const tg_ctx *ctx, const tg_tensor *t);
 /* Frees every parameter and buffer (tg_ctx_free). */

@@ -447,14 +447,14 @@ tg_tensor *tg_set_name(tg_ctx *ctx, tg_tensor *t, const char *name)
 }
 
 tg__ptensor *tg__ptensor_new(tg_ctx *ctx, const char *who, tg_kind kind, tg_dtype dtype,
-                             int ndim, const int64_t *shape, const char *name)
+                             int ndim, const int64_t *shape, const char *name, bool with_data)
 {
     int64_t numel;
     if (tg__check_shape(ctx, who, dtype, ndim, shape, &numel))
         return NULL;
     size_t name_len = name ? strlen(name) + 1 : 0;
     size_t head = sizeof(tg__ptensor) + name_len;
-    size_t bytes = (size_t)numel * tg_dtype_size(dtype);
+    size_t bytes = with_data ? (size_t)numel * tg_dtype_size(dtype) : 0;
     size_t block = head + TG__ALIGN + bytes;
     unsigned char *raw = tg__malloc(ctx, block);
     if (!raw)
@@ -468,8 +468,9 @@ tg__ptensor *tg__ptensor_new(tg_ctx *ctx, const char *who, tg_kind kind, tg_dtyp
         p->t.name = (const char *)(p + 1);
     }
     uintptr_t data = ((uintptr_t)(raw + head) + TG__ALIGN - 1) & ~(uintptr_t)(TG__ALIGN - 1);
-    p->t.data = (void *)data;
-    memset(p->t.data, 0, bytes);
+    p->t.data = with_data ? (void *)data : NULL;
+    if (with_data)
+        memset(p->t.data, 0, bytes);
     p->t.persistent = true;
     p->t.kind = kind;
     p->t.step = 0;
@@ -501,7 +502,9 @@ tg__ptensor *tg__param_record(const tg_ctx *ctx, const tg_tensor *t)
     if (!ctx || !t)
         return NULL;
     tg__ptensor *p = plist_find(&ctx->params, t);
-    return p ? p : plist_find(&ctx->buffers, t);
+    if (!p)
+        p = plist_find(&ctx->buffers, t);
+    return p ? p : plist_find(&ctx->blocks, t);
 }
 
 tg_tensor *tg_param(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape, const char *name)
@@ -512,7 +515,7 @@ tg_tensor *tg_param(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape,
                                  "counter is a buffer)", tg_dtype_name(dtype));
         return NULL;
     }
-    tg__ptensor *p = tg__ptensor_new(ctx, "param", TG_KIND_PARAM, dtype, ndim, shape, name);
+    tg__ptensor *p = tg__ptensor_new(ctx, "param", TG_KIND_PARAM, dtype, ndim, shape, name, true);
     if (!p)
         return NULL;
     p->t.requires_grad = true;
@@ -522,7 +525,7 @@ tg_tensor *tg_param(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape,
 tg_tensor *tg_buffer(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape, const char *name)
 {
     TG__GUARD(ctx, NULL);
-    tg__ptensor *p = tg__ptensor_new(ctx, "buffer", TG_KIND_BUFFER, dtype, ndim, shape, name);
+    tg__ptensor *p = tg__ptensor_new(ctx, "buffer", TG_KIND_BUFFER, dtype, ndim, shape, name, true);
     return p ? plist_add(ctx, &ctx->buffers, p) : NULL;
 }
 
@@ -549,6 +552,19 @@ static void plist_remove(tg_ctx *ctx, tg__plist *l, tg__ptensor *p)
     ptensor_free(ctx, p);
 }
 
+/* Frees a parameter block with its members. */
+static void block_free(tg_ctx *ctx, tg__ptensor *b)
+{
+    tg__ptensor *p = ctx->params.first;
+    while (p) {
+        tg__ptensor *next = p->next;
+        if (p->owner == b)
+            plist_remove(ctx, &ctx->params, p);
+        p = next;
+    }
+    plist_remove(ctx, &ctx->blocks, b);
+}
+
 static tg_status persistent_free(tg_ctx *ctx, tg_kind which, tg_tensor *t, const char *who,
                                  const char *kind)
 {
@@ -556,6 +572,14 @@ static tg_status persistent_free(tg_ctx *ctx, tg_kind which, tg_tensor *t, const
         return TG_EINVAL;
     tg__plist *l = which == TG_KIND_PARAM ? &ctx->params : &ctx->buffers;
     tg__ptensor *p = t ? plist_find(l, t) : NULL;
+    tg__ptensor *b = t && which == TG_KIND_PARAM ? plist_find(&ctx->blocks, t) : NULL;
+    if (b) {
+        block_free(ctx, b);
+        return TG_OK;
+    }
+    if (p && p->owner)
+        return TG_ERROR(ctx, TG_EINVAL, "%s: %s belongs to a parameter block; free the block",
+                        who, tg__tensor_s(t));
     if (!p)
         return TG_ERROR(ctx, TG_EINVAL, "%s: the tensor is not a live %s of this context%s", who,
                         kind, !t ? " (NULL)"
@@ -570,6 +594,78 @@ tg_status tg_param_free(tg_ctx *ctx, tg_tensor *param)
     return persistent_free(ctx, TG_KIND_PARAM, param, "param_free", "parameter");
 }
 
+/* A member of block b: a header whose data (and gradient's data) lie at
+ * element offset `at` of the block's. */
+static tg__ptensor *block_member(tg_ctx *ctx, tg__ptensor *b, const tg_param_spec *spec,
+                                 int64_t at)
+{
+    size_t es = tg_dtype_size(b->t.dtype);
+    tg__ptensor *p = tg__ptensor_new(ctx, "param_block", TG_KIND_PARAM, b->t.dtype, spec->ndim,
+                                     spec->shape, spec->name, false);
+    tg__ptensor *g = p ? tg__ptensor_new(ctx, "param_block", TG_KIND_GRAD, b->t.dtype, spec->ndim,
+                                         spec->shape, NULL, false)
+                       : NULL;
+    if (!g) {
+        if (p)
+            ptensor_free(ctx, p);
+        return NULL;
+    }
+    p->t.data = (unsigned char *)b->t.data + (size_t)at * es;
+    p->t.base = &b->t;
+    p->t.requires_grad = true;
+    g->t.data = (unsigned char *)b->t.grad->data + (size_t)at * es;
+    g->t.base = b->t.grad;
+    p->grad_block = g;
+    p->t.grad = &g->t;
+    p->owner = b;
+    return p;
+}
+
+tg_status tg_param_block(tg_ctx *ctx, tg_dtype dtype, int n, const tg_param_spec *specs,
+                         tg_tensor **params, tg_tensor **block)
+{
+    TG__GUARD(ctx, ctx ? ctx->errcode : TG_EINVAL);
+    if (n < 0 || (n > 0 && (!specs || !params)) || !block)
+        return TG_ERROR(ctx, TG_EINVAL, "param_block: %d specs, specs, params or block NULL", n);
+    if (!tg_dtype_is_float(dtype))
+        return TG_ERROR(ctx, TG_EDTYPE, "param_block: dtype %s; parameters are float32 or float64",
+                        tg_dtype_name(dtype));
+    int64_t total = 0, numel;
+    for (int i = 0; i < n; i++) {
+        if (tg__check_shape(ctx, "param_block", dtype, specs[i].ndim, specs[i].shape, &numel))
+            return ctx->errcode;
+        if (__builtin_add_overflow(total, numel, &total) || total > INT64_MAX / 8)
+            return TG_ERROR(ctx, TG_ESHAPE, "param_block: %d parameters have more elements than "
+                                            "can be addressed", n);
+    }
+    tg__ptensor *b = tg__ptensor_new(ctx, "param_block", TG_KIND_PARAM, dtype, 1, &total, NULL,
+                                     true);
+    tg__ptensor *g = b ? tg__ptensor_new(ctx, "param_block", TG_KIND_GRAD, dtype, 1, &total, NULL,
+                                         true)
+                       : NULL;
+    if (!g) {
+        if (b)
+            ptensor_free(ctx, b);
+        return ctx->errcode;
+    }
+    b->grad_block = g;
+    b->t.grad = &g->t;
+    b->t.requires_grad = true;
+    plist_add(ctx, &ctx->blocks, b);
+    int64_t at = 0;
+    for (int i = 0; i < n; i++) {
+        tg__ptensor *p = block_member(ctx, b, &specs[i], at);
+        if (!p) {
+            block_free(ctx, b);
+            return ctx->errcode;
+        }
+        params[i] = plist_add(ctx, &ctx->params, p);
+        at += p->t.numel;
+    }
+    *block = &b->t;
+    return TG_OK;
+}
+
 tg_status tg_buffer_free(tg_ctx *ctx, tg_tensor *buffer)
 {
     return persistent_free(ctx, TG_KIND_BUFFER, buffer, "buffer_free", "buffer");
@@ -579,6 +675,8 @@ void tg__params_free_all(tg_ctx *ctx)
 {
     while (ctx->params.first)
         plist_remove(ctx, &ctx->params, ctx->params.first);
+    while (ctx->blocks.first)
+        plist_remove(ctx, &ctx->blocks, ctx->blocks.first);
     while (ctx->buffers.first)
         plist_remove(ctx, &ctx->buffers, ctx->buffers.first);
 }

@@ -289,6 +289,61 @@ START_TEST(param_free_takes_only_live_parameters)
 }
 END_TEST
 
+/* A model's parameters in one block: members are views, the block's grad
+ * holds every member's gradient, and ownership stays with the block. */
+START_TEST(parameter_blocks)
+{
+    test_alloc al = {0};
+    tg_ctx *ctx = test_ctx_with(&al, 1);
+    tg_param_spec specs[2] = {{"0.weight", 2, {2, 3}}, {"0.bias", 1, {2}}};
+    tg_tensor *p[2], *block = NULL;
+    ck_assert_int_eq(tg_param_block(ctx, TG_F64, 2, specs, p, &block), TG_OK);
+    ck_assert_int_eq(block->numel, 8);
+    ck_assert_ptr_eq(p[0]->data, block->data);
+    ck_assert_ptr_eq(p[1]->data, (double *)block->data + 6);
+    ck_assert_ptr_eq(p[1]->grad->data, (double *)block->grad->data + 6);
+    ck_assert_str_eq(p[1]->name, "0.bias");
+    /* listed as parameters, the block itself is not */
+    ck_assert_ptr_eq(tg_param_next(ctx, NULL), p[0]);
+    ck_assert_ptr_eq(tg_param_next(ctx, p[0]), p[1]);
+    ck_assert_ptr_null(tg_param_next(ctx, p[1]));
+    tg_fill(ctx, block, 1);
+    tg_tensor *x = tg_ones(ctx, TG_F64, TG_SHAPE(1, 3));
+    ck_assert_int_eq(tg_backward(ctx, tg_sum(ctx, tg_linear(ctx, x, p[0], p[1]))), TG_OK);
+    const double want[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    ck_tensor(block->grad, want, 0);
+    /* a step over the block between forward and backward is seen by the members */
+    tg_tensor *loss = tg_sum(ctx, tg_linear(ctx, x, p[0], p[1]));
+    tg_fill(ctx, block, 2);
+    ck_assert_int_eq(tg_backward(ctx, loss), TG_ESTATE);
+    ck_error(ctx, TG_ESTATE, "'0.weight'");
+    tg_clear_error(ctx);
+    tg_reset(ctx);
+    /* a member alone cannot be freed; the block frees them all */
+    ck_assert_int_eq(tg_param_free(ctx, p[0]), TG_EINVAL);
+    ck_error(ctx, TG_EINVAL, "parameter block");
+    tg_clear_error(ctx);
+    ck_assert_int_eq(tg_param_free(ctx, block), TG_OK);
+    ck_assert_ptr_null(tg_param_next(ctx, NULL));
+    /* every allocation failed in turn: an error, nothing left behind */
+    for (long k = 1;; k++) {
+        al.fail_at = al.calls + k;
+        al.failed = 0;
+        tg_status st = tg_param_block(ctx, TG_F32, 2, specs, p, &block);
+        if (!al.failed) {
+            ck_assert_int_eq(st, TG_OK);
+            break;
+        }
+        ck_assert_int_eq(st, TG_ENOMEM);
+        ck_assert_ptr_null(tg_param_next(ctx, NULL));
+        tg_clear_error(ctx);
+    }
+    al.fail_at = 0;
+    tg_ctx_free(ctx);
+    ck_assert_int_eq(al.live_bytes, 0);
+}
+END_TEST
+
 /* tg_set_name(ctx, w, w->name) read the name after freeing it. */
 START_TEST(rename_with_own_name)
 {
@@ -541,6 +596,7 @@ Suite *tg_test_suite(void)
     tc = tcase_create("ownership");
     tcase_add_test(tc, param_free_takes_only_live_parameters);
     tcase_add_test(tc, rename_with_own_name);
+    tcase_add_test(tc, parameter_blocks);
     suite_add_tcase(s, tc);
     tc = tcase_create("types");
     tcase_add_test(tc, buffers_are_persistent_without_gradients);

@@ -143,14 +143,40 @@ TG_API tg_tensor *tg_set_name(tg_ctx *ctx, tg_tensor *t, const char *name);
  */
 TG_API tg_tensor *tg_param(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *shape,
                            const char *name);
-/* Frees one parameter and its gradient now (otherwise tg_ctx_free does).
- * No step tensor may refer to it afterwards: call it between steps.
- * TG_EINVAL, and nothing freed, for anything that is not a live parameter
- * of ctx (a step tensor, a gradient, a buffer, a parameter already freed). */
+/* Frees one parameter and its gradient now (otherwise tg_ctx_free does),
+ * or a parameter block with its members (tg_param_block). No step tensor
+ * may refer to it afterwards: call it between steps. TG_EINVAL, and
+ * nothing freed, for anything that is not a live parameter of ctx (a step
+ * tensor, a gradient, a buffer, a parameter already freed, a member of a
+ * block). */
 TG_API tg_status tg_param_free(tg_ctx *ctx, tg_tensor *param);
 /* Iterates over the live parameters in creation order: pass NULL for the
  * first. prev must be a live parameter of ctx (NULL is returned otherwise). */
 TG_API tg_tensor *tg_param_next(const tg_ctx *ctx, const tg_tensor *prev);
+
+/* One parameter of a block: its name (copied) and shape. */
+typedef struct tg_param_spec {
+    const char *name;
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+} tg_param_spec;
+
+/*
+ * Parameters in one block: creates n parameters of one float dtype whose
+ * values are consecutive slices, in order, of one zero-filled contiguous
+ * array, and whose gradients (created now, zero) are consecutive slices of
+ * a second one. params[i] receives parameter i: a view of the block, so a
+ * write to either is seen through both (their versions are counted on the
+ * block). *block receives the whole array as a 1-D parameter whose grad is
+ * the whole gradient array, so an optimiser step, a norm or an allreduce
+ * runs over all of them at once. The members are listed by tg_param_next
+ * like any parameter; the block is not (nothing is stepped twice).
+ * tg_param_free(ctx, block) frees the block with its members; a member
+ * alone cannot be freed. Errors: TG_EINVAL, TG_EDTYPE, TG_ESHAPE (a spec's
+ * shape, or a total that overflows), TG_ENOMEM (nothing is left behind).
+ */
+TG_API tg_status tg_param_block(tg_ctx *ctx, tg_dtype dtype, int n, const tg_param_spec *specs,
+                                tg_tensor **params, tg_tensor **block);
 
 /*
  * Buffers: persistent tensors without a gradient (batch norm's running
