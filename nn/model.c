@@ -1,0 +1,2 @@
+/* model.c: placeholder, filled in by the training layer's work. */
+#include "tapegrad.h"

@@ -1,0 +1,2 @@
+/* modelfile.c: placeholder, filled in by the training layer's work. */
+#include "tapegrad.h"
