@@ -148,7 +148,7 @@ TG_API tg_status tg_model_add(tg_ctx *ctx, tg_model *m, const tg_layer *layer);
 TG_API tg_status tg_model_set_loss(tg_ctx *ctx, tg_model *m, const tg_loss_spec *loss);
 /*
  * Creates the parameters (one block) and buffers, named as the state_dict,
- * and initialises them as PyTorch's modules do (tg_init_default_*), from
+ * and initialises them as PyTorch's modules do (tg_init_default), from
  * the context RNG. A model is built once; layers cannot be added after.
  */
 TG_API tg_status tg_model_build(tg_ctx *ctx, tg_model *m);
@@ -217,10 +217,13 @@ TG_API double tg_init_gain(tg_nonlinearity nl, double param);
 
 /*
  * In-place initialisers of a float tensor (a parameter, usually), drawn
- * from the context RNG; usable at any time. Each bumps the tensor's
- * version. Fans as torch.nn.init: fan_in = size(1) * receptive field,
- * fan_out = size(0) * receptive field; tensors of fewer than 2 dimensions
- * are TG_EINVAL for the fan-based ones.
+ * from the context RNG in row-major order; usable at any time. Each bumps
+ * the tensor's version (a zero-element tensor is left untouched: nothing
+ * drawn, no bump). Fans as torch.nn.init: fan_in = size(1) * receptive
+ * field, fan_out = size(0) * receptive field. Errors, checked before
+ * anything is drawn: TG_EINVAL for NULL, another context's tensor, a
+ * non-finite argument, a > b, std < 0, a negative gain, fewer than 2
+ * dimensions for the fan-based ones; TG_EDTYPE for int64.
  */
 TG_API tg_status tg_init_constant(tg_ctx *ctx, tg_tensor *t, double value);
 TG_API tg_status tg_init_uniform(tg_ctx *ctx, tg_tensor *t, double a, double b);
@@ -232,7 +235,9 @@ TG_API tg_status tg_init_kaiming_uniform(tg_ctx *ctx, tg_tensor *t, double a, tg
 TG_API tg_status tg_init_kaiming_normal(tg_ctx *ctx, tg_tensor *t, double a, tg_fan_mode mode,
                                         tg_nonlinearity nl);
 /* PyTorch's reset_parameters of nn.Linear and nn.ConvNd: weight
- * kaiming_uniform(a = sqrt(5)), bias uniform(+-1 / sqrt(fan_in)); bias may be NULL. */
+ * kaiming_uniform(a = sqrt(5)), bias uniform(+-1 / sqrt(fan_in)); bias may
+ * be NULL, else 1-D of weight's size(0) (TG_ESHAPE); a weight with fan_in 0
+ * gets a zero bias. */
 TG_API tg_status tg_init_default(tg_ctx *ctx, tg_tensor *weight, tg_tensor *bias);
 
 #ifdef __cplusplus
