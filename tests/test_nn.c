@@ -111,6 +111,15 @@ static double fx_attr(const fx_case *c, const char *key)
     return 0;
 }
 
+/* An attribute the older cases leave out, with PyTorch's default. */
+static double fx_attr_or(const fx_case *c, const char *key, double fallback)
+{
+    for (int i = 0; i < c->na; i++)
+        if (strcmp(c->akey[i], key) == 0)
+            return c->aval[i];
+    return fallback;
+}
+
 /* The inputs a case has made, by key, to compare their gradients. */
 static struct { const char *key; tg_tensor *t; } fx_ins[8];
 static int fx_nin;
@@ -148,6 +157,50 @@ static void fx_compare(const fx_case *c, const char *what, const tg_tensor *got,
     }
 }
 
+/* Pooling: the older cases through the _ex builders, those with every
+ * attribute through the _opts ones. */
+static tg_tensor *fx_pool(tg_ctx *ctx, const fx_case *c, tg_tensor *x)
+{
+    const char *op = c->op;
+    int64_t k = (int64_t)fx_attr(c, "kernel"), s = (int64_t)fx_attr(c, "stride");
+    int64_t p = (int64_t)fx_attr(c, "padding"), d = (int64_t)fx_attr_or(c, "dilation", 0);
+    if (d == 0) {
+        tg_tensor *(*fn)(tg_ctx *, tg_tensor *, int64_t, int64_t, int64_t) =
+            !strcmp(op, "max_pool1d") ? tg_max_pool1d_ex : !strcmp(op, "max_pool2d") ? tg_max_pool2d_ex
+            : !strcmp(op, "avg_pool1d") ? tg_avg_pool1d_ex : tg_avg_pool2d_ex;
+        return fn(ctx, x, k, s, p);
+    }
+    tg_pool_attrs a = {{k, k}, {s, s}, {p, p}, {d, d}, fx_attr(c, "ceil_mode") != 0,
+                       fx_attr(c, "count_include_pad") == 0};
+    tg_tensor *(*fn)(tg_ctx *, tg_tensor *, const tg_pool_attrs *) =
+        !strcmp(op, "max_pool1d") ? tg_max_pool1d_opts : !strcmp(op, "max_pool2d") ? tg_max_pool2d_opts
+        : !strcmp(op, "avg_pool1d") ? tg_avg_pool1d_opts : tg_avg_pool2d_opts;
+    return fn(ctx, x, &a);
+}
+
+/* The losses, with their optional weights and attributes. */
+static tg_tensor *fx_loss(tg_ctx *ctx, const fx_case *c, tg_tensor *x, tg_tensor *t)
+{
+    const char *op = c->op;
+    double rv = fx_attr(c, "reduction");
+    tg_reduction r = rv == 0 ? TG_MEAN : rv == 1 ? TG_SUM : TG_NONE;
+    tg_tensor *w = fx_input(ctx, c, "w"), *pw = fx_input(ctx, c, "pw");
+    tg_ce_attrs a = {r, (int64_t)fx_attr_or(c, "ignore_index", TG_IGNORE_INDEX),
+                     fx_attr_or(c, "label_smoothing", 0)};
+    if (!strcmp(op, "mse"))
+        return tg_mse(ctx, x, t, r);
+    if (!strcmp(op, "bce"))
+        return tg_bce(ctx, x, t, r);
+    if (!strcmp(op, "bce_with_logits"))
+        return pw ? tg_bce_with_logits_ex(ctx, x, t, pw, r) : tg_bce_with_logits(ctx, x, t, r);
+    if (!strcmp(op, "cross_entropy"))
+        return c->na > 1 ? tg_cross_entropy_ex(ctx, x, t, w, &a) : tg_cross_entropy(ctx, x, t, r);
+    if (!strcmp(op, "nll_loss"))
+        return c->na > 1 ? tg_nll_loss_ex(ctx, x, t, w, r, a.ignore_index) : tg_nll_loss(ctx, x, t, r);
+    ck_abort_msg("%s: unknown op %s", c->name, op);
+    return NULL;
+}
+
 static tg_tensor *fx_run(tg_ctx *ctx, const fx_case *c)
 {
     const char *op = c->op;
@@ -180,15 +233,11 @@ static tg_tensor *fx_run(tg_ctx *ctx, const fx_case *c)
         int64_t d = (int64_t)fx_attr(c, "dilation"), g = (int64_t)fx_attr(c, "groups");
         return op[4] == '2' ? tg_conv2d(ctx, x, w, b, s, p, d, g) : tg_conv1d(ctx, x, w, b, s, p, d, g);
     }
-    if (strstr(op, "_pool1d") || strstr(op, "_pool2d")) {
-        tg_tensor *(*fn)(tg_ctx *, tg_tensor *, int64_t, int64_t, int64_t) =
-            !strcmp(op, "max_pool1d") ? tg_max_pool1d_ex : !strcmp(op, "max_pool2d") ? tg_max_pool2d_ex
-            : !strcmp(op, "avg_pool1d") ? tg_avg_pool1d_ex : tg_avg_pool2d_ex;
-        return fn(ctx, x, (int64_t)fx_attr(c, "kernel"), (int64_t)fx_attr(c, "stride"),
-                  (int64_t)fx_attr(c, "padding"));
-    }
+    if (strstr(op, "_pool1d") || strstr(op, "_pool2d"))
+        return fx_pool(ctx, c, x);
     if (!strcmp(op, "global_avg_pool"))
-        return tg_global_avg_pool(ctx, x);
+        return fx_attr_or(c, "keepdim", 0) ? tg_global_avg_pool_ex(ctx, x, true)
+                                           : tg_global_avg_pool(ctx, x);
     if (!strcmp(op, "relu"))
         return tg_relu(ctx, x);
     if (!strcmp(op, "leaky_relu"))
@@ -220,19 +269,7 @@ static tg_tensor *fx_run(tg_ctx *ctx, const fx_case *c)
         return tg_matmul(ctx, x, t);
     if (!strcmp(op, "concat"))
         return tg_concat(ctx, (tg_tensor *[]){x, t}, 2, (int)fx_attr(c, "axis"));
-    tg_reduction r = fx_attr(c, "reduction") == 0 ? TG_MEAN : TG_SUM;
-    if (!strcmp(op, "mse"))
-        return tg_mse(ctx, x, t, r);
-    if (!strcmp(op, "bce"))
-        return tg_bce(ctx, x, t, r);
-    if (!strcmp(op, "bce_with_logits"))
-        return tg_bce_with_logits(ctx, x, t, r);
-    if (!strcmp(op, "cross_entropy"))
-        return tg_cross_entropy(ctx, x, t, r);
-    if (!strcmp(op, "nll_loss"))
-        return tg_nll_loss(ctx, x, t, r);
-    ck_abort_msg("%s: unknown op %s", c->name, op);
-    return NULL;
+    return fx_loss(ctx, c, x, t);
 }
 
 /* batch_norm_running3: the running statistics after three training steps. */
