@@ -571,14 +571,14 @@ typedef struct ce_work {
 
 /* Class indices: delta (holding softmax) becomes Q p - q; the losses go to
  * out or into acc. */
-static void ce_indices(const cls_args *c, ce_work *wk_)
+static void ce_indices(const cls_args *c, ce_work *work)
 {
     cls_view v = c->v;
     double e = c->a.label_smoothing, div = 0, acc = 0;
     TG__DISPATCH(c->z->dtype, T, {
         const int64_t *ks = c->t->data;
-        const T *lp = wk_->logp->data, *w = c->w ? c->w->data : NULL;
-        T *d = wk_->delta->data, *o = wk_->out ? wk_->out->data : NULL;
+        const T *lp = work->logp->data, *w = c->w ? c->w->data : NULL;
+        T *d = work->delta->data, *o = work->out ? work->out->data : NULL;
         double wsum = 0;
         for (int64_t cl = 0; cl < v.c; cl++)
             wsum += w ? (double)w[cl] : 1.0;
@@ -592,20 +592,20 @@ static void ce_indices(const cls_args *c, ce_work *wk_)
                     acc += loss;
             }
     });
-    wk_->acc = acc;
-    wk_->divisor = div;
+    work->acc = acc;
+    work->divisor = div;
 }
 
 /* Probabilities: q = w t', t' = (1 - e) t + e / C; delta (holding softmax)
  * becomes Q p - q, and dt, dw (when present) their factors. */
-static void ce_probs(const cls_args *c, ce_work *wk_)
+static void ce_probs(const cls_args *c, ce_work *work)
 {
     cls_view v = c->v;
     double e = c->a.label_smoothing, acc = 0;
     TG__DISPATCH(c->z->dtype, T, {
-        const T *ts = c->t->data, *lp = wk_->logp->data, *w = c->w ? c->w->data : NULL;
-        T *d = wk_->delta->data, *o = wk_->out ? wk_->out->data : NULL;
-        T *dt = wk_->dt ? wk_->dt->data : NULL, *dw = wk_->dw ? wk_->dw->data : NULL;
+        const T *ts = c->t->data, *lp = work->logp->data, *w = c->w ? c->w->data : NULL;
+        T *d = work->delta->data, *o = work->out ? work->out->data : NULL;
+        T *dt = work->dt ? work->dt->data : NULL, *dw = work->dw ? work->dw->data : NULL;
         for (int64_t i = 0; i < v.n; i++)
             for (int64_t j = 0; j < v.inner; j++) {
                 double big_q = 0, loss = 0;
@@ -631,56 +631,56 @@ static void ce_probs(const cls_args *c, ce_work *wk_)
                     acc += loss;
             }
     });
-    wk_->acc = acc;
-    wk_->divisor = (double)v.m;
+    work->acc = acc;
+    work->divisor = (double)v.m;
 }
 
 /* The tensors of a cross_entropy forward: softmax (becoming delta), log
  * softmax, the per-sample output and the probability targets' factors. */
-static tg_status ce_alloc(tg_ctx *ctx, const tg_node *node, const cls_args *c, ce_work *wk_)
+static tg_status ce_alloc(tg_ctx *ctx, const tg_node *node, const cls_args *c, ce_work *work)
 {
     const tg_tensor *z = c->z;
     bool probs = c->t->dtype != TG_I64, rec = node->recording;
-    memset(wk_, 0, sizeof *wk_);
-    wk_->delta = tg_empty(ctx, z->dtype, z->ndim, z->shape);
-    wk_->logp = tg_empty(ctx, z->dtype, z->ndim, z->shape);
+    memset(work, 0, sizeof *work);
+    work->delta = tg_empty(ctx, z->dtype, z->ndim, z->shape);
+    work->logp = tg_empty(ctx, z->dtype, z->ndim, z->shape);
     if (reduction_of(node) == TG_NONE)
-        wk_->out = per_sample_out(ctx, z);
+        work->out = per_sample_out(ctx, z);
     if (probs && rec && c->t->requires_grad)
-        wk_->dt = tg_empty(ctx, z->dtype, z->ndim, z->shape);
+        work->dt = tg_empty(ctx, z->dtype, z->ndim, z->shape);
     if (probs && rec && c->w && c->w->requires_grad)
-        wk_->dw = tg_empty(ctx, z->dtype, z->ndim, z->shape);
+        work->dw = tg_empty(ctx, z->dtype, z->ndim, z->shape);
     return tg_errcode(ctx);
 }
 
 static tg_tensor *ce_forward(tg_ctx *ctx, tg_node *node)
 {
     cls_args c;
-    ce_work wk_;
-    if (cls_check(ctx, node, true, &c) || ce_alloc(ctx, node, &c, &wk_))
+    ce_work work;
+    if (cls_check(ctx, node, true, &c) || ce_alloc(ctx, node, &c, &work))
         return NULL;
     const tg_tensor *z = c.z;
-    tg__softmax_lines(z->dtype, z->data, wk_.delta->data, c.v.n, c.v.c, c.v.inner, false);
-    tg__softmax_lines(z->dtype, z->data, wk_.logp->data, c.v.n, c.v.c, c.v.inner, true);
+    tg__softmax_lines(z->dtype, z->data, work.delta->data, c.v.n, c.v.c, c.v.inner, false);
+    tg__softmax_lines(z->dtype, z->data, work.logp->data, c.v.n, c.v.c, c.v.inner, true);
     if (z->numel == 0) /* nothing to walk, however many samples (the per-sample losses are 0) */
-        wk_.divisor = 0;
+        work.divisor = 0;
     else if (c.t->dtype == TG_I64)
-        ce_indices(&c, &wk_);
+        ce_indices(&c, &work);
     else
-        ce_probs(&c, &wk_);
-    if (node->recording && (!tg_node_save(ctx, node, wk_.delta) ||
-                            (wk_.dt && !tg_node_save(ctx, node, wk_.dt)) ||
-                            (wk_.dw && !tg_node_save(ctx, node, wk_.dw)) ||
-                            save_divisor(ctx, node, wk_.divisor)))
+        ce_probs(&c, &work);
+    if (node->recording && (!tg_node_save(ctx, node, work.delta) ||
+                            (work.dt && !tg_node_save(ctx, node, work.dt)) ||
+                            (work.dw && !tg_node_save(ctx, node, work.dw)) ||
+                            save_divisor(ctx, node, work.divisor)))
         return NULL;
     for (int i = -1; i < node->n_in; i++) /* the vjp reads only what was saved */
         tg_node_value_unused(node, i);
-    if (wk_.out)
-        return wk_.out;
+    if (work.out)
+        return work.out;
     /* an empty batch, spatial size or class count: mean NaN, sum 0 (PyTorch) */
     if (z->numel == 0)
         return loss_out(ctx, node, z->dtype, 0, 0);
-    return reduced_out(ctx, node, z->dtype, wk_.acc, wk_.divisor);
+    return reduced_out(ctx, node, z->dtype, work.acc, work.divisor);
 }
 
 /* g of sample (i, j): gout's entry (none) or its one value. */
