@@ -2,17 +2,25 @@
  * pool.c: max and average pooling (1-D and 2-D), global average pooling.
  *
  * x is (N, C, H, W) (1-D: H = 1); each of the N C planes is pooled alone:
- *   out[oy][ox] over the window rows oy sh - ph .. + kh - 1, cols ox sw - pw .. + kw - 1,
- *   OH = floor((H + 2 ph - kh) / sh) + 1 (OW likewise), with ph <= kh / 2
+ *   out[oy][ox] over the window rows oy sh - ph + i dh (0 <= i < kh), cols
+ *   likewise, with ph <= kh / 2 and, as PyTorch's pooling_output_shape,
+ *   OH = floor((H + 2 ph - dh (kh - 1) - 1 [+ sh - 1 in ceil mode]) / sh) + 1,
+ *   less one in ceil mode when (OH - 1) sh >= H + ph (the last window would
+ *   start in the right padding); OH < 1 is an error (OW likewise)
  *   max: the largest in-bounds value (padding is -inf); the flat index of the
  *        maximum is saved, and dx[argmax] += g. Ties go to the first, a NaN
  *        beats every number and a later NaN beats an earlier one, as in
  *        PyTorch's max_pool2d_with_indices, so a window with a NaN gives NaN
- *        and sends its gradient to its last NaN
- *   avg: the sum of in-bounds values / (kh kw) (padding counts as zeros),
- *        summed in double; dx += g / (kh kw) over the window
- *   global_avg_pool: (N, C, ...) -> (N, C), the mean of each plane (summed in
- *        double; NaN for an empty plane, as torch.mean)
+ *        and sends its gradient to its last NaN. A window without an
+ *        in-bounds element (dilation over padding) gives -inf and no gradient
+ *        (PyTorch gives -inf with a stray index)
+ *   avg (dilation 1): the sum of in-bounds values / D, summed in double;
+ *        dx += g / D over the window. D is the window clipped to the padded
+ *        input, (min(top + kh, H + ph) - top) (likewise for columns)
+ *        (count_include_pad), or the in-bounds count with exclude_pad
+ *   global_avg_pool: (N, C, ...) -> (N, C), or (N, C, 1, ...) with keepdim,
+ *        the mean of each plane (summed in double; NaN for an empty plane,
+ *        as torch.mean)
  * No vjp reads an input or output value (max pooling reads its saved
  * indices). As in PyTorch, only the batch of a pooled input may be empty.
  */
@@ -23,8 +31,8 @@
 
 typedef struct pgeom {
     int64_t planes, h, w, oh, ow;
-    int64_t kh, kw, sh, sw, ph, pw;
-    double area; /* kh kw, which may exceed int64 */
+    int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+    bool ceil, exclude_pad;
 } pgeom;
 
 static bool pool_1d(const tg_node *node)
@@ -61,10 +69,22 @@ static void read_pool_geometry(const tg_node *node, pgeom *q)
     q->sw = one ? a->stride[0] : a->stride[1];
     q->ph = one ? 0 : a->padding[0];
     q->pw = one ? a->padding[0] : a->padding[1];
+    q->dh = one ? 1 : a->dilation[0];
+    q->dw = one ? a->dilation[0] : a->dilation[1];
+    q->ceil = a->ceil_mode;
+    q->exclude_pad = a->exclude_pad;
 }
 
-static tg_status check_pool_attrs(tg_ctx *ctx, const char *who, const pgeom *q)
+static tg_status check_pool_attrs(tg_ctx *ctx, const char *who, bool max, const pgeom *q)
 {
+    if (q->dh < 1 || q->dw < 1)
+        return TG_ERROR(ctx, TG_EINVAL, "%s: dilation %" PRId64 "; it must be >= 1", who,
+                        q->dh < 1 ? q->dh : q->dw);
+    if (!max && (q->dh != 1 || q->dw != 1))
+        return TG_ERROR(ctx, TG_EINVAL, "%s: dilation %" PRId64 "; average pooling has none, so "
+                        "it must be 1", who, q->dh != 1 ? q->dh : q->dw);
+    if (max && q->exclude_pad)
+        return TG_ERROR(ctx, TG_EINVAL, "%s: exclude_pad applies to average pooling only", who);
     if (q->kh < 1 || q->kw < 1)
         return TG_ERROR(ctx, TG_EINVAL, "%s: kernel size %" PRId64 "; it must be >= 1", who,
                         q->kh < 1 ? q->kh : q->kw);
@@ -78,24 +98,54 @@ static tg_status check_pool_attrs(tg_ctx *ctx, const char *who, const pgeom *q)
     return TG_OK;
 }
 
+/* floor(a / b) for b > 0, as PyTorch's div_rtn */
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/* One output size into *o (below 1 when no window fits): n the input
+ * size, padded the input with both paddings, span the dilated kernel
+ * d (k - 1) + 1. False when span or the count overflows. */
+static bool out_size(int64_t n, int64_t padded, int64_t k, int64_t s, int64_t p, int64_t d,
+                     bool ceil, int64_t *span, int64_t *o)
+{
+    int64_t num, starts; /* starts: ceil((n + p) / s), the windows starting before n + p */
+    if (__builtin_mul_overflow(d, k - 1, span) || __builtin_add_overflow(*span, 1, span))
+        return false;
+    num = padded - *span; /* both >= 0: cannot overflow */
+    if (ceil && __builtin_add_overflow(num, s - 1, &num))
+        return false;
+    *o = floor_div(num, s) + 1;
+    starts = (n + p) / s + ((n + p) % s != 0);
+    if (ceil && *o - 1 >= starts) /* (o - 1) s >= n + p: the last would start in the padding */
+        (*o)--;
+    return true;
+}
+
 /* q->oh and q->ow, or an error naming input, kernel and padding. */
 static tg_status pool_output_size(tg_ctx *ctx, const char *who, bool one, pgeom *q)
 {
     char in[48], k[48], p[48], pd[48];
-    int64_t padded_h, padded_w; /* 2 p <= k, so 2 p cannot overflow */
+    int64_t padded_h, padded_w, span_h, span_w; /* 2 p <= k, so 2 p cannot overflow */
     pair(in, sizeof in, one, q->h, q->w);
     pair(p, sizeof p, one, q->ph, q->pw);
     if (__builtin_add_overflow(q->h, 2 * q->ph, &padded_h) ||
         __builtin_add_overflow(q->w, 2 * q->pw, &padded_w))
         return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s with padding %s on each side is larger "
                         "than can be addressed", who, in, p);
-    if (q->kh > padded_h || q->kw > padded_w)
+    if (!out_size(q->h, padded_h, q->kh, q->sh, q->ph, q->dh, q->ceil, &span_h, &q->oh) ||
+        !out_size(q->w, padded_w, q->kw, q->sw, q->pw, q->dw, q->ceil, &span_w, &q->ow))
+        return TG_ERROR(ctx, TG_ESHAPE, "%s: kernel %s with dilation %s and stride %s spans more "
+                        "than can be addressed", who, pair(k, sizeof k, one, q->kh, q->kw),
+                        pair(pd, sizeof pd, one, q->dh, q->dw),
+                        pair(in, sizeof in, one, q->sh, q->sw));
+    if (q->oh < 1 || q->ow < 1)
         return TG_ERROR(ctx, TG_ESHAPE, "%s: kernel %s is larger than the padded input %s "
                         "(input %s, padding %s): the output would be empty", who,
-                        pair(k, sizeof k, one, q->kh, q->kw),
+                        pair(k, sizeof k, one, span_h, span_w),
                         pair(pd, sizeof pd, one, padded_h, padded_w), in, p);
-    q->oh = (padded_h - q->kh) / q->sh + 1;
-    q->ow = (padded_w - q->kw) / q->sw + 1;
     return TG_OK;
 }
 
@@ -108,7 +158,7 @@ static tg_status pool_geometry(tg_ctx *ctx, const tg_node *node, pgeom *q)
         return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s should be %s", who, tg__shape_s(x),
                         one ? "(N, C, L)" : "(N, C, H, W)");
     read_pool_geometry(node, q);
-    if (check_pool_attrs(ctx, who, q))
+    if (check_pool_attrs(ctx, who, pool_max(node), q))
         return tg_errcode(ctx);
     if (x->shape[1] == 0 || q->h == 0 || q->w == 0)
         return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s is empty outside its batch dimension; as "
@@ -116,23 +166,22 @@ static tg_status pool_geometry(tg_ctx *ctx, const tg_node *node, pgeom *q)
     if (pool_output_size(ctx, who, one, q))
         return tg_errcode(ctx);
     q->planes = x->shape[0] * x->shape[1]; /* no more than x's element count, or 0 */
-    q->area = (double)q->kh * (double)q->kw;
     return TG_OK;
 }
 
-/* The in-bounds part of output (oy, ox)'s window: rows [y0, y1), cols [x0, x1).
- * Never empty, as padding is at most half the kernel. */
-static void window(const pgeom *q, int64_t oy, int64_t ox, int64_t *y0, int64_t *y1, int64_t *x0,
-                   int64_t *x1)
+/* The in-bounds part of a window starting at `start` along one axis with
+ * k taps d apart over n elements: taps [*i0, *i1) (empty when *i0 >= *i1). */
+static void taps(int64_t start, int64_t k, int64_t d, int64_t n, int64_t *i0, int64_t *i1)
 {
-    int64_t top = oy * q->sh - q->ph, left = ox * q->sw - q->pw;
-    *y0 = top > 0 ? top : 0;
-    *y1 = top + q->kh < q->h ? top + q->kh : q->h;
-    *x0 = left > 0 ? left : 0;
-    *x1 = left + q->kw < q->w ? left + q->kw : q->w;
+    int64_t first = start < 0 ? (-start + d - 1) / d : 0; /* the first tap at >= 0 */
+    int64_t past = n - start; /* taps at start + i d < n: i < past / d (rounded up) */
+    int64_t last = past <= 0 ? 0 : (past - 1) / d + 1;
+    *i0 = first;
+    *i1 = last < k ? last : k;
 }
 
-/* y = each window's maximum; arg (when not NULL) its flat index in the plane. */
+/* y = each window's maximum; arg (when not NULL) its flat index in the
+ * plane, -1 for a window that reaches no input element (y is then -inf). */
 static void max_forward(const pgeom *q, const tg_tensor *x, tg_tensor *y, int64_t *arg)
 {
     TG__DISPATCH(x->dtype, T, {
@@ -141,25 +190,47 @@ static void max_forward(const pgeom *q, const tg_tensor *x, tg_tensor *y, int64_
         for (int64_t p = 0; p < q->planes; p++)
             for (int64_t oy = 0; oy < q->oh; oy++)
                 for (int64_t ox = 0; ox < q->ow; ox++) {
-                    int64_t at = (p * q->oh + oy) * q->ow + ox, best = -1, y0, y1, x0, x1;
-                    T top = 0;
-                    window(q, oy, ox, &y0, &y1, &x0, &x1);
-                    for (int64_t yy = y0; yy < y1; yy++)
-                        for (int64_t xx = x0; xx < x1; xx++) {
-                            T v = xs[(p * q->h + yy) * q->w + xx];
-                            if (best < 0 || v > top || isnan(v)) {
-                                top = v;
-                                best = yy * q->w + xx;
+                    int64_t at = (p * q->oh + oy) * q->ow + ox, best = -1, i0, i1, j0, j1;
+                    int64_t top = oy * q->sh - q->ph, left = ox * q->sw - q->pw;
+                    T high = (T)-INFINITY;
+                    taps(top, q->kh, q->dh, q->h, &i0, &i1);
+                    taps(left, q->kw, q->dw, q->w, &j0, &j1);
+                    for (int64_t i = i0; i < i1; i++)
+                        for (int64_t j = j0; j < j1; j++) {
+                            int64_t flat = (top + i * q->dh) * q->w + left + j * q->dw;
+                            T v = xs[p * q->h * q->w + flat];
+                            if (best < 0 || v > high || isnan(v)) {
+                                high = v;
+                                best = flat;
                             }
                         }
-                    o[at] = top;
+                    o[at] = high;
                     if (arg)
                         arg[at] = best;
                 }
     });
 }
 
-/* y = each window's sum (in double) over the kernel's area. */
+/* The in-bounds rows [y0, y1) and cols [x0, x1) of average window (oy, ox)
+ * (never empty, as padding is at most half the kernel and every window
+ * starts inside the input or its left padding), and its divisor. */
+static double avg_window(const pgeom *q, int64_t oy, int64_t ox, int64_t *y0, int64_t *y1,
+                         int64_t *x0, int64_t *x1)
+{
+    int64_t top = oy * q->sh - q->ph, left = ox * q->sw - q->pw;
+    int64_t bottom = top + q->kh, right = left + q->kw;
+    *y0 = top > 0 ? top : 0;
+    *y1 = bottom < q->h ? bottom : q->h;
+    *x0 = left > 0 ? left : 0;
+    *x1 = right < q->w ? right : q->w;
+    if (q->exclude_pad)
+        return (double)(*y1 - *y0) * (double)(*x1 - *x0);
+    int64_t rows = (bottom < q->h + q->ph ? bottom : q->h + q->ph) - top;
+    int64_t cols = (right < q->w + q->pw ? right : q->w + q->pw) - left;
+    return (double)rows * (double)cols;
+}
+
+/* y = each window's sum (in double) over its divisor. */
 static void avg_forward(const pgeom *q, const tg_tensor *x, tg_tensor *y)
 {
     TG__DISPATCH(x->dtype, T, {
@@ -169,12 +240,11 @@ static void avg_forward(const pgeom *q, const tg_tensor *x, tg_tensor *y)
             for (int64_t oy = 0; oy < q->oh; oy++)
                 for (int64_t ox = 0; ox < q->ow; ox++) {
                     int64_t y0, y1, x0, x1;
-                    double acc = 0;
-                    window(q, oy, ox, &y0, &y1, &x0, &x1);
+                    double acc = 0, div = avg_window(q, oy, ox, &y0, &y1, &x0, &x1);
                     for (int64_t yy = y0; yy < y1; yy++)
                         for (int64_t xx = x0; xx < x1; xx++)
                             acc += xs[(p * q->h + yy) * q->w + xx];
-                    o[(p * q->oh + oy) * q->ow + ox] = (T)(acc / q->area);
+                    o[(p * q->oh + oy) * q->ow + ox] = (T)(acc / div);
                 }
     });
 }
@@ -205,19 +275,22 @@ static tg_tensor *pool_forward(tg_ctx *ctx, tg_node *node)
     return y;
 }
 
-/* dx[argmax] += g */
+/* dx[argmax] += g, for the windows that have an argmax */
 static void max_backward(const pgeom *q, const int64_t *arg, const tg_tensor *gout, tg_tensor *gx)
 {
     TG__DISPATCH(gout->dtype, T, {
         const T *g = gout->data;
         T *d = gx->data;
         for (int64_t p = 0; p < q->planes; p++)
-            for (int64_t i = 0; i < q->oh * q->ow; i++)
-                d[p * q->h * q->w + arg[p * q->oh * q->ow + i]] += g[p * q->oh * q->ow + i];
+            for (int64_t i = 0; i < q->oh * q->ow; i++) {
+                int64_t at = arg[p * q->oh * q->ow + i];
+                if (at >= 0)
+                    d[p * q->h * q->w + at] += g[p * q->oh * q->ow + i];
+            }
     });
 }
 
-/* dx += g / (kh kw) over each window */
+/* dx += g / divisor over each window */
 static void avg_backward(const pgeom *q, const tg_tensor *gout, tg_tensor *gx)
 {
     TG__DISPATCH(gout->dtype, T, {
@@ -227,8 +300,8 @@ static void avg_backward(const pgeom *q, const tg_tensor *gout, tg_tensor *gx)
             for (int64_t oy = 0; oy < q->oh; oy++)
                 for (int64_t ox = 0; ox < q->ow; ox++) {
                     int64_t y0, y1, x0, x1;
-                    T share = (T)((double)g[(p * q->oh + oy) * q->ow + ox] / q->area);
-                    window(q, oy, ox, &y0, &y1, &x0, &x1);
+                    double div = avg_window(q, oy, ox, &y0, &y1, &x0, &x1);
+                    T share = (T)((double)g[(p * q->oh + oy) * q->ow + ox] / div);
                     for (int64_t yy = y0; yy < y1; yy++)
                         for (int64_t xx = x0; xx < x1; xx++)
                             d[(p * q->h + yy) * q->w + xx] += share;
@@ -252,16 +325,33 @@ static tg_status pool_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_
     return TG_OK;
 }
 
+/* "3" in 1-D or when both entries agree, else "(3, 2)" */
+static const char *entry(char *buf, size_t size, bool one, const int64_t *v)
+{
+    if (one || v[0] == v[1])
+        snprintf(buf, size, "%" PRId64, v[0]);
+    else
+        snprintf(buf, size, "(%" PRId64 ", %" PRId64 ")", v[0], v[1]);
+    return buf;
+}
+
 static int pool_print(const tg_node *node, char *buf, size_t size)
 {
     const tg_pool_attrs *a = node->attrs;
-    if (pool_1d(node) || (a->kernel[0] == a->kernel[1] && a->stride[0] == a->stride[1] &&
-                          a->padding[0] == a->padding[1]))
-        return snprintf(buf, size, "kernel=%" PRId64 " stride=%" PRId64 " pad=%" PRId64,
-                        a->kernel[0], a->stride[0], a->padding[0]);
-    return snprintf(buf, size, "kernel=(%" PRId64 ", %" PRId64 ") stride=(%" PRId64 ", %" PRId64
-                    ") pad=(%" PRId64 ", %" PRId64 ")", a->kernel[0], a->kernel[1], a->stride[0],
-                    a->stride[1], a->padding[0], a->padding[1]);
+    bool one = pool_1d(node);
+    char k[48], s[48], p[48], d[48];
+    int n = snprintf(buf, size, "kernel=%s stride=%s pad=%s", entry(k, sizeof k, one, a->kernel),
+                     entry(s, sizeof s, one, a->stride), entry(p, sizeof p, one, a->padding));
+    size_t used = n > 0 && (size_t)n < size ? (size_t)n : size;
+    if (a->dilation[0] != 1 || (!one && a->dilation[1] != 1))
+        n += snprintf(buf + used, size - used, " dilation=%s", entry(d, sizeof d, one, a->dilation));
+    used = n > 0 && (size_t)n < size ? (size_t)n : size;
+    if (a->ceil_mode)
+        n += snprintf(buf + used, size - used, " ceil_mode");
+    used = n > 0 && (size_t)n < size ? (size_t)n : size;
+    if (a->exclude_pad)
+        n += snprintf(buf + used, size - used, " exclude_pad");
+    return n;
 }
 
 /* Distinct values, far apart next to eps, so no window has a tie and no
@@ -288,24 +378,57 @@ static int pool_sample_from(tg_ctx *ctx, const pool_case *cs, int ncases, int nd
     return s->in[0] ? 1 : tg_errcode(ctx);
 }
 
-static int pool2d_sample(tg_ctx *ctx, int index, tg_sample *s)
+#define P2(k0, k1, s0, s1, p0, p1) {k0, k1}, {s0, s1}, {p0, p1}
+#define P1(k, s, p) {k, 0}, {s, 0}, {p, 0}
+
+static int maxpool2d_sample(tg_ctx *ctx, int index, tg_sample *s)
 {
     static const pool_case cases[] = {
-        {{2, 2, 4, 4}, {{2, 2}, {2, 2}, {0, 0}}, "2x2 stride 2"},
-        {{1, 3, 5, 5}, {{3, 3}, {2, 2}, {1, 1}}, "3x3 stride 2 pad 1"},
-        {{1, 1, 5, 6}, {{2, 3}, {1, 2}, {1, 0}}, "uneven kernel, overlapping"},
+        {{2, 2, 4, 4}, {P2(2, 2, 2, 2, 0, 0), {1, 1}, false, false}, "2x2 stride 2"},
+        {{1, 3, 5, 5}, {P2(3, 3, 2, 2, 1, 1), {1, 1}, false, false}, "3x3 stride 2 pad 1"},
+        {{1, 1, 5, 6}, {P2(2, 3, 1, 2, 1, 0), {1, 1}, false, false}, "uneven kernel, overlapping"},
+        {{1, 2, 5, 6}, {P2(2, 3, 2, 2, 0, 1), {1, 1}, true, false}, "ceil mode"},
+        {{1, 2, 7, 6}, {P2(2, 3, 2, 1, 1, 1), {2, 2}, false, false}, "dilation 2"},
+        {{1, 1, 6, 7}, {P2(3, 2, 2, 2, 1, 1), {2, 3}, true, false}, "dilation, ceil mode"},
     };
-    return pool_sample_from(ctx, cases, 3, 4, index, s);
+    return pool_sample_from(ctx, cases, 6, 4, index, s);
 }
 
-static int pool1d_sample(tg_ctx *ctx, int index, tg_sample *s)
+static int avgpool2d_sample(tg_ctx *ctx, int index, tg_sample *s)
 {
     static const pool_case cases[] = {
-        {{2, 1, 8}, {{2}, {2}, {0}}, "k 2 stride 2"},
-        {{1, 3, 7}, {{3}, {2}, {1}}, "k 3 stride 2 pad 1, odd length"},
-        {{1, 2, 5}, {{2}, {1}, {1}}, "overlapping windows"},
+        {{2, 2, 4, 4}, {P2(2, 2, 2, 2, 0, 0), {1, 1}, false, false}, "2x2 stride 2"},
+        {{1, 3, 5, 5}, {P2(3, 3, 2, 2, 1, 1), {1, 1}, false, false}, "3x3 stride 2 pad 1"},
+        {{1, 1, 5, 6}, {P2(2, 3, 1, 2, 1, 0), {1, 1}, false, false}, "uneven kernel, overlapping"},
+        {{1, 2, 6, 6}, {P2(3, 3, 2, 2, 1, 1), {1, 1}, true, false}, "ceil mode, clipped window"},
+        {{1, 2, 5, 5}, {P2(3, 3, 2, 2, 1, 1), {1, 1}, false, true}, "exclude_pad"},
+        {{1, 1, 6, 7}, {P2(3, 2, 2, 2, 1, 1), {1, 1}, true, true}, "ceil mode, exclude_pad"},
     };
-    return pool_sample_from(ctx, cases, 3, 3, index, s);
+    return pool_sample_from(ctx, cases, 6, 4, index, s);
+}
+
+static int maxpool1d_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const pool_case cases[] = {
+        {{2, 1, 8}, {P1(2, 2, 0), {1, 1}, false, false}, "k 2 stride 2"},
+        {{1, 3, 7}, {P1(3, 2, 1), {1, 1}, false, false}, "k 3 stride 2 pad 1, odd length"},
+        {{1, 2, 5}, {P1(2, 1, 1), {1, 1}, false, false}, "overlapping windows"},
+        {{1, 2, 8}, {P1(3, 2, 1), {1, 1}, true, false}, "ceil mode"},
+        {{2, 1, 9}, {P1(3, 2, 1), {3, 1}, true, false}, "dilation 3, ceil mode"},
+    };
+    return pool_sample_from(ctx, cases, 5, 3, index, s);
+}
+
+static int avgpool1d_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    static const pool_case cases[] = {
+        {{2, 1, 8}, {P1(2, 2, 0), {1, 1}, false, false}, "k 2 stride 2"},
+        {{1, 3, 7}, {P1(3, 2, 1), {1, 1}, false, false}, "k 3 stride 2 pad 1, odd length"},
+        {{1, 2, 5}, {P1(2, 1, 1), {1, 1}, false, false}, "overlapping windows"},
+        {{1, 2, 8}, {P1(3, 2, 1), {1, 1}, true, false}, "ceil mode"},
+        {{2, 1, 8}, {P1(3, 2, 1), {1, 1}, true, true}, "ceil mode, exclude_pad"},
+    };
+    return pool_sample_from(ctx, cases, 5, 3, index, s);
 }
 
 #define POOL_OP(NAME, SAMPLE)                                                            \
@@ -313,10 +436,19 @@ static int pool1d_sample(tg_ctx *ctx, int index, tg_sample *s)
                                  .attr_size = sizeof(tg_pool_attrs),                     \
                                  .forward = pool_forward, .vjp = pool_vjp,               \
                                  .print_attrs = pool_print, .sample = SAMPLE};           \
+    tg_tensor *tg_##NAME##_opts(tg_ctx *ctx, tg_tensor *x, const tg_pool_attrs *a)       \
+    {                                                                                    \
+        if (ctx && !ctx->errcode && !a) {                                                \
+            TG_ERROR(ctx, TG_EINVAL, #NAME ": attributes are NULL");                    \
+            return NULL;                                                                 \
+        }                                                                                \
+        return tg_apply(ctx, &tg__op_##NAME, &x, 1, a);                                  \
+    }                                                                                    \
     tg_tensor *tg_##NAME##_ex(tg_ctx *ctx, tg_tensor *x, int64_t kernel, int64_t stride, \
                               int64_t padding)                                           \
     {                                                                                    \
-        tg_pool_attrs a = {{kernel, kernel}, {stride, stride}, {padding, padding}};      \
+        tg_pool_attrs a = {{kernel, kernel}, {stride, stride}, {padding, padding},       \
+                           {1, 1}, false, false};                                        \
         return tg_apply(ctx, &tg__op_##NAME, &x, 1, &a);                                 \
     }                                                                                    \
     tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *x, int64_t kernel)                      \
@@ -324,10 +456,10 @@ static int pool1d_sample(tg_ctx *ctx, int index, tg_sample *s)
         return tg_##NAME##_ex(ctx, x, kernel, kernel, 0);                                \
     }
 
-POOL_OP(max_pool1d, pool1d_sample)
-POOL_OP(max_pool2d, pool2d_sample)
-POOL_OP(avg_pool1d, pool1d_sample)
-POOL_OP(avg_pool2d, pool2d_sample)
+POOL_OP(max_pool1d, maxpool1d_sample)
+POOL_OP(max_pool2d, maxpool2d_sample)
+POOL_OP(avg_pool1d, avgpool1d_sample)
+POOL_OP(avg_pool2d, avgpool2d_sample)
 
 /* ---------------------------------------------------------------- global_avg_pool */
 
@@ -341,7 +473,11 @@ static tg_tensor *gap_forward(tg_ctx *ctx, tg_node *node)
     }
     tg_node_value_unused(node, 0);
     tg_node_value_unused(node, -1);
-    tg_tensor *y = tg_empty(ctx, x->dtype, TG_SHAPE(x->shape[0], x->shape[1]));
+    int64_t shape[TG_MAX_DIMS] = {x->shape[0], x->shape[1]};
+    bool keep = ((const tg_gap_attrs *)node->attrs)->keepdim;
+    for (int d = 2; d < x->ndim; d++)
+        shape[d] = 1;
+    tg_tensor *y = tg_empty(ctx, x->dtype, keep ? x->ndim : 2, shape);
     if (!y)
         return NULL;
     int64_t planes = y->numel, s = planes ? x->numel / planes : 0;
@@ -377,21 +513,36 @@ static tg_status gap_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_t
 
 static int gap_sample(tg_ctx *ctx, int index, tg_sample *s)
 {
-    static const int64_t shapes[][4] = {{2, 3, 4, 4}, {1, 2, 5}, {2, 1, 1, 3}};
-    static const int nd[] = {4, 3, 4};
-    if (index >= 3)
+    static const int64_t shapes[][4] = {{2, 3, 4, 4}, {1, 2, 5}, {2, 1, 1, 3}, {2, 2, 3, 2}, {1, 3, 4}};
+    static const int nd[] = {4, 3, 4, 4, 3};
+    static const char *const desc[] = {"2-D", "1-D", "size-1 dims", "2-D, keepdim", "1-D, keepdim"};
+    if (index >= 5)
         return 0;
     s->n_in = 1;
     s->in[0] = tg__sample_rand(ctx, nd[index], shapes[index], -1, 1, true);
-    snprintf(s->desc, sizeof s->desc, "%s", index == 0 ? "2-D" : index == 1 ? "1-D" : "size-1 dims");
+    tg_gap_attrs a = {index >= 3};
+    memcpy(s->attrs, &a, sizeof a);
+    snprintf(s->desc, sizeof s->desc, "%s", desc[index]);
     return s->in[0] ? 1 : tg_errcode(ctx);
 }
 
+static int gap_print(const tg_node *node, char *buf, size_t size)
+{
+    return snprintf(buf, size, "%s", ((const tg_gap_attrs *)node->attrs)->keepdim ? "keepdim" : "");
+}
+
 const tg_op tg__op_global_avg_pool = {.name = "global_avg_pool", .min_in = 1, .max_in = 1,
-                                      .forward = gap_forward, .vjp = gap_vjp,
+                                      .attr_size = sizeof(tg_gap_attrs), .forward = gap_forward,
+                                      .vjp = gap_vjp, .print_attrs = gap_print,
                                       .sample = gap_sample};
+
+tg_tensor *tg_global_avg_pool_ex(tg_ctx *ctx, tg_tensor *x, bool keepdim)
+{
+    tg_gap_attrs a = {keepdim};
+    return tg_apply(ctx, &tg__op_global_avg_pool, &x, 1, &a);
+}
 
 tg_tensor *tg_global_avg_pool(tg_ctx *ctx, tg_tensor *x)
 {
-    return tg_apply(ctx, &tg__op_global_avg_pool, &x, 1, NULL);
+    return tg_global_avg_pool_ex(ctx, x, false);
 }

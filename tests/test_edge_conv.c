@@ -222,14 +222,14 @@ START_TEST(pool_degenerate_attributes)
     ck_assert_ptr_nonnull(tg_max_pool2d_ex(ctx, x, 3, 1, 1));
     EXPECT(ctx, tg_max_pool2d_ex(ctx, x, 3, 1, 2), TG_EINVAL,
            "max_pool2d: padding 2 must be between 0 and half the kernel size 3");
-    tg_pool_attrs a = {{3, 2}, {1, 1}, {1, 2}};
+    tg_pool_attrs a = {{3, 2}, {1, 1}, {1, 2}, {1, 1}, false, false};
     EXPECT(ctx, tg_apply_named(ctx, "avg_pool2d", &x, 1, &a), TG_EINVAL,
            "avg_pool2d: padding 2 must be between 0 and half the kernel size 2");
     /* PyTorch: "Output size is too small"; the message names input, kernel and padding */
     EXPECT(ctx, tg_max_pool1d(ctx, tg_ones(ctx, TG_F64, TG_SHAPE(1, 1, 3)), 4), TG_ESHAPE,
            "max_pool1d: kernel 4 is larger than the padded input 3 (input 3, padding 0): the output "
            "would be empty");
-    tg_pool_attrs b = {{2, 8}, {1, 1}, {1, 1}};
+    tg_pool_attrs b = {{2, 8}, {1, 1}, {1, 1}, {1, 1}, false, false};
     EXPECT(ctx, tg_apply_named(ctx, "max_pool2d", &x, 1, &b), TG_ESHAPE,
            "max_pool2d: kernel 2 x 8 is larger than the padded input 7 x 7 (input 5 x 5, padding "
            "1 x 1)");
@@ -380,7 +380,7 @@ START_TEST(max_pool_nan)
         ck_tensor(x->grad, ((const double[]){0, 2, 0, 0}), 0);
         /* two NaNs: the later one takes the gradient */
         x = grad_leaf(ctx, vec(ctx, (tg_dtype)dt, 4, (const double[]){NAN, 5, NAN, 1}, 4));
-        tg_pool_attrs a = {{1, 4}, {1, 4}, {0, 0}};
+        tg_pool_attrs a = {{1, 4}, {1, 4}, {0, 0}, {1, 1}, false, false};
         y = tg_apply_named(ctx, "max_pool2d", &x, 1, &a);
         ck_assert_ptr_nonnull(y);
         ck_assert(isnan(tg_get(y, 0)));
@@ -502,7 +502,7 @@ START_TEST(pool_input_may_change)
 {
     tg_ctx *ctx = tg_ctx_new(1);
     tg_tensor *x = grad_leaf(ctx, vec(ctx, TG_F64, 4, (const double[]){1, 4, 3, 2}, 4));
-    tg_pool_attrs a = {{1, 2}, {1, 2}, {0, 0}};
+    tg_pool_attrs a = {{1, 2}, {1, 2}, {0, 0}, {1, 1}, false, false};
     tg_tensor *m = tg_apply_named(ctx, "max_pool2d", &x, 1, &a);
     tg_tensor *v = tg_apply_named(ctx, "avg_pool2d", &x, 1, &a);
     tg_tensor *g = tg_global_avg_pool(ctx, x);

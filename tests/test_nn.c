@@ -111,6 +111,15 @@ static double fx_attr(const fx_case *c, const char *key)
     return 0;
 }
 
+/* An attribute the older cases leave out, with PyTorch's default. */
+static double fx_attr_or(const fx_case *c, const char *key, double fallback)
+{
+    for (int i = 0; i < c->na; i++)
+        if (strcmp(c->akey[i], key) == 0)
+            return c->aval[i];
+    return fallback;
+}
+
 /* The inputs a case has made, by key, to compare their gradients. */
 static struct { const char *key; tg_tensor *t; } fx_ins[8];
 static int fx_nin;
@@ -148,6 +157,50 @@ static void fx_compare(const fx_case *c, const char *what, const tg_tensor *got,
     }
 }
 
+/* Pooling: the older cases through the _ex builders, those with every
+ * attribute through the _opts ones. */
+static tg_tensor *fx_pool(tg_ctx *ctx, const fx_case *c, tg_tensor *x)
+{
+    const char *op = c->op;
+    int64_t k = (int64_t)fx_attr(c, "kernel"), s = (int64_t)fx_attr(c, "stride");
+    int64_t p = (int64_t)fx_attr(c, "padding"), d = (int64_t)fx_attr_or(c, "dilation", 0);
+    if (d == 0) {
+        tg_tensor *(*fn)(tg_ctx *, tg_tensor *, int64_t, int64_t, int64_t) =
+            !strcmp(op, "max_pool1d") ? tg_max_pool1d_ex : !strcmp(op, "max_pool2d") ? tg_max_pool2d_ex
+            : !strcmp(op, "avg_pool1d") ? tg_avg_pool1d_ex : tg_avg_pool2d_ex;
+        return fn(ctx, x, k, s, p);
+    }
+    tg_pool_attrs a = {{k, k}, {s, s}, {p, p}, {d, d}, fx_attr(c, "ceil_mode") != 0,
+                       fx_attr(c, "count_include_pad") == 0};
+    tg_tensor *(*fn)(tg_ctx *, tg_tensor *, const tg_pool_attrs *) =
+        !strcmp(op, "max_pool1d") ? tg_max_pool1d_opts : !strcmp(op, "max_pool2d") ? tg_max_pool2d_opts
+        : !strcmp(op, "avg_pool1d") ? tg_avg_pool1d_opts : tg_avg_pool2d_opts;
+    return fn(ctx, x, &a);
+}
+
+/* The losses, with their optional weights and attributes. */
+static tg_tensor *fx_loss(tg_ctx *ctx, const fx_case *c, tg_tensor *x, tg_tensor *t)
+{
+    const char *op = c->op;
+    double rv = fx_attr(c, "reduction");
+    tg_reduction r = rv == 0 ? TG_MEAN : rv == 1 ? TG_SUM : TG_NONE;
+    tg_tensor *w = fx_input(ctx, c, "w"), *pw = fx_input(ctx, c, "pw");
+    tg_ce_attrs a = {r, (int64_t)fx_attr_or(c, "ignore_index", TG_IGNORE_INDEX),
+                     fx_attr_or(c, "label_smoothing", 0)};
+    if (!strcmp(op, "mse"))
+        return tg_mse(ctx, x, t, r);
+    if (!strcmp(op, "bce"))
+        return tg_bce(ctx, x, t, r);
+    if (!strcmp(op, "bce_with_logits"))
+        return pw ? tg_bce_with_logits_ex(ctx, x, t, pw, r) : tg_bce_with_logits(ctx, x, t, r);
+    if (!strcmp(op, "cross_entropy"))
+        return c->na > 1 ? tg_cross_entropy_ex(ctx, x, t, w, &a) : tg_cross_entropy(ctx, x, t, r);
+    if (!strcmp(op, "nll_loss"))
+        return c->na > 1 ? tg_nll_loss_ex(ctx, x, t, w, r, a.ignore_index) : tg_nll_loss(ctx, x, t, r);
+    ck_abort_msg("%s: unknown op %s", c->name, op);
+    return NULL;
+}
+
 static tg_tensor *fx_run(tg_ctx *ctx, const fx_case *c)
 {
     const char *op = c->op;
@@ -180,15 +233,11 @@ static tg_tensor *fx_run(tg_ctx *ctx, const fx_case *c)
         int64_t d = (int64_t)fx_attr(c, "dilation"), g = (int64_t)fx_attr(c, "groups");
         return op[4] == '2' ? tg_conv2d(ctx, x, w, b, s, p, d, g) : tg_conv1d(ctx, x, w, b, s, p, d, g);
     }
-    if (strstr(op, "_pool1d") || strstr(op, "_pool2d")) {
-        tg_tensor *(*fn)(tg_ctx *, tg_tensor *, int64_t, int64_t, int64_t) =
-            !strcmp(op, "max_pool1d") ? tg_max_pool1d_ex : !strcmp(op, "max_pool2d") ? tg_max_pool2d_ex
-            : !strcmp(op, "avg_pool1d") ? tg_avg_pool1d_ex : tg_avg_pool2d_ex;
-        return fn(ctx, x, (int64_t)fx_attr(c, "kernel"), (int64_t)fx_attr(c, "stride"),
-                  (int64_t)fx_attr(c, "padding"));
-    }
+    if (strstr(op, "_pool1d") || strstr(op, "_pool2d"))
+        return fx_pool(ctx, c, x);
     if (!strcmp(op, "global_avg_pool"))
-        return tg_global_avg_pool(ctx, x);
+        return fx_attr_or(c, "keepdim", 0) ? tg_global_avg_pool_ex(ctx, x, true)
+                                           : tg_global_avg_pool(ctx, x);
     if (!strcmp(op, "relu"))
         return tg_relu(ctx, x);
     if (!strcmp(op, "leaky_relu"))
@@ -220,19 +269,7 @@ static tg_tensor *fx_run(tg_ctx *ctx, const fx_case *c)
         return tg_matmul(ctx, x, t);
     if (!strcmp(op, "concat"))
         return tg_concat(ctx, (tg_tensor *[]){x, t}, 2, (int)fx_attr(c, "axis"));
-    tg_reduction r = fx_attr(c, "reduction") == 0 ? TG_MEAN : TG_SUM;
-    if (!strcmp(op, "mse"))
-        return tg_mse(ctx, x, t, r);
-    if (!strcmp(op, "bce"))
-        return tg_bce(ctx, x, t, r);
-    if (!strcmp(op, "bce_with_logits"))
-        return tg_bce_with_logits(ctx, x, t, r);
-    if (!strcmp(op, "cross_entropy"))
-        return tg_cross_entropy(ctx, x, t, r);
-    if (!strcmp(op, "nll_loss"))
-        return tg_nll_loss(ctx, x, t, r);
-    ck_abort_msg("%s: unknown op %s", c->name, op);
-    return NULL;
+    return fx_loss(ctx, c, x, t);
 }
 
 /* batch_norm_running3: the running statistics after three training steps. */
@@ -413,6 +450,149 @@ START_TEST(batch_norm_modes)
 }
 END_TEST
 
+#define EXPECT(expr, code, text)              \
+    do {                                      \
+        ck_assert_ptr_null(expr);             \
+        ck_error(ctx, (code), (text));        \
+        tg_clear_error(ctx);                  \
+    } while (0)
+
+/* ------------------------------------------------------------ options */
+
+/* PyTorch 1.13: max_pool1d(x, 2, padding=1, dilation=2) of one element
+ * reaches only padding: -inf (tapegrad sends that window no gradient);
+ * avg_pool2d(3 x 3, 4, ceil_mode=True) has one window (floor mode has none). */
+START_TEST(pool_edge_windows)
+{
+    tg_ctx *ctx = tg_ctx_new(1);
+    tg_tensor *x = tg_from_f64(ctx, TG_F64, TG_SHAPE(1, 1, 1), (const double[]){5});
+    tg_set_requires_grad(ctx, x, true);
+    tg_pool_attrs a = {{2, 0}, {1, 0}, {1, 0}, {2, 0}, false, false};
+    tg_tensor *y = tg_max_pool1d_opts(ctx, x, &a);
+    ck_assert_ptr_nonnull(y);
+    ck_assert(tg_get(y, 0) == -INFINITY);
+    ck_assert_int_eq(tg_backward_ex(ctx, y, tg_ones(ctx, TG_F64, TG_SHAPE(1, 1, 1)), 0), TG_OK);
+    ck_assert(tg_get(x->grad, 0) == 0);
+    tg_tensor *z = tg_ones(ctx, TG_F64, TG_SHAPE(1, 1, 3, 3));
+    tg_pool_attrs c = {{4, 4}, {4, 4}, {0, 0}, {1, 1}, true, false};
+    tg_tensor *p = tg_avg_pool2d_opts(ctx, z, &c);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(p->numel, 1);
+    ck_assert(tg_get(p, 0) == 1); /* 9 ones over the window clipped to the input: 9 */
+    c.ceil_mode = false;
+    ck_assert_ptr_null(tg_avg_pool2d_opts(ctx, z, &c));
+    ck_error(ctx, TG_ESHAPE, "avg_pool2d: kernel 4 x 4 is larger than the padded input 3 x 3");
+    tg_clear_error(ctx);
+    /* keepdim: (N, C, 1, 1) as nn.AdaptiveAvgPool2d(1); without: (N, C) */
+    tg_tensor *g = tg_global_avg_pool_ex(ctx, tg_ones(ctx, TG_F32, TG_SHAPE(2, 3, 4, 5)), true);
+    ck_assert_int_eq(g->ndim, 4);
+    ck_assert(g->shape[2] == 1 && g->shape[3] == 1 && g->shape[1] == 3);
+    ck_assert_int_eq(tg_global_avg_pool(ctx, tg_ones(ctx, TG_F32, TG_SHAPE(2, 3, 4)))->ndim, 2);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
+/* PyTorch: a target of -100 is ignored by default; all ignored gives a
+ * mean of nan and a sum of 0, with no gradient. */
+START_TEST(ignored_targets)
+{
+    tg_ctx *ctx = tg_ctx_new(1);
+    tg_tensor *z = tg_from_f64(ctx, TG_F64, TG_SHAPE(2, 2), (const double[]){0, 0, 3, 1});
+    tg_set_requires_grad(ctx, z, true);
+    tg_tensor *t = tg_from_data(ctx, TG_I64, TG_SHAPE(2), (const int64_t[]){1, -100});
+    tg_tensor *l = tg_cross_entropy(ctx, z, t, TG_MEAN);
+    ck_assert_ptr_nonnull(l);
+    ck_close(tg_get(l, 0), log(2.0), 1e-15); /* the mean over the one sample left */
+    ck_assert_int_eq(tg_backward(ctx, l), TG_OK);
+    ck_tensor(z->grad, ((const double[]){0.5, -0.5, 0, 0}), 1e-15);
+    tg_tensor *all = tg_from_data(ctx, TG_I64, TG_SHAPE(2), (const int64_t[]){-100, -100});
+    ck_assert(isnan(tg_get(tg_cross_entropy(ctx, z, all, TG_MEAN), 0)));
+    ck_assert(isnan(tg_get(tg_nll_loss(ctx, z, all, TG_MEAN), 0)));
+    ck_assert(tg_get(tg_nll_loss(ctx, z, all, TG_SUM), 0) == 0);
+    tg_ce_attrs a = TG_CE_DEFAULTS;
+    a.reduction = TG_NONE;
+    a.ignore_index = 0;
+    tg_tensor *none = tg_cross_entropy_ex(ctx, z, tg_from_data(ctx, TG_I64, TG_SHAPE(2),
+                                                               (const int64_t[]){0, 1}), NULL, &a);
+    ck_assert_int_eq(none->ndim, 1);
+    ck_assert(tg_get(none, 0) == 0);
+    ck_close(tg_get(none, 1), 2 + log(1 + exp(-2.0)), 1e-14);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
+/* Soft targets need not sum to 1: the gradient is (sum t) softmax - t, as
+ * PyTorch's, not softmax - t. */
+START_TEST(unnormalised_probabilities)
+{
+    tg_ctx *ctx = tg_ctx_new(1);
+    tg_tensor *z = tg_from_f64(ctx, TG_F64, TG_SHAPE(1, 2), (const double[]){0, 0});
+    tg_set_requires_grad(ctx, z, true);
+    tg_tensor *t = tg_from_f64(ctx, TG_F64, TG_SHAPE(1, 2), (const double[]){1, 1});
+    tg_tensor *l = tg_cross_entropy(ctx, z, t, TG_SUM);
+    ck_close(tg_get(l, 0), 2 * log(2.0), 1e-15);
+    ck_assert_int_eq(tg_backward(ctx, l), TG_OK);
+    ck_tensor(z->grad, ((const double[]){0, 0}), 1e-15);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
+START_TEST(option_errors)
+{
+    tg_ctx *ctx = tg_ctx_new(1);
+    tg_tensor *x = tg_ones(ctx, TG_F32, TG_SHAPE(1, 2, 5, 5));
+    tg_pool_attrs a = {{2, 2}, {2, 2}, {0, 0}, {0, 0}, false, false};
+    EXPECT(tg_max_pool2d_opts(ctx, x, &a), TG_EINVAL, "max_pool2d: dilation 0; it must be >= 1");
+    a.dilation[0] = a.dilation[1] = 2;
+    EXPECT(tg_avg_pool2d_opts(ctx, x, &a), TG_EINVAL,
+           "avg_pool2d: dilation 2; average pooling has none, so it must be 1");
+    a.dilation[0] = a.dilation[1] = 1;
+    a.exclude_pad = true;
+    EXPECT(tg_max_pool2d_opts(ctx, x, &a), TG_EINVAL,
+           "max_pool2d: exclude_pad applies to average pooling only");
+    EXPECT(tg_max_pool2d_opts(ctx, x, NULL), TG_EINVAL, "max_pool2d: attributes are NULL");
+    a = (tg_pool_attrs){{2, 2}, {1, 1}, {0, 0}, {INT64_MAX, 1}, false, false};
+    EXPECT(tg_max_pool2d_opts(ctx, x, &a), TG_ESHAPE, "spans more than can be addressed");
+    tg_tensor *z = tg_ones(ctx, TG_F32, TG_SHAPE(3, 4));
+    tg_tensor *t = tg_from_data(ctx, TG_I64, TG_SHAPE(3), (const int64_t[]){0, 5, -100});
+    EXPECT(tg_cross_entropy(ctx, z, t, TG_MEAN), TG_EINVAL,
+           "cross_entropy: target[1] = 5 is not a class index in [0, 4) nor the ignore_index -100");
+    tg_tensor *ok = tg_from_data(ctx, TG_I64, TG_SHAPE(3), (const int64_t[]){0, 3, -100});
+    tg_ce_attrs ce = TG_CE_DEFAULTS;
+    ce.label_smoothing = 1.5;
+    EXPECT(tg_cross_entropy_ex(ctx, z, ok, NULL, &ce), TG_EINVAL,
+           "cross_entropy: label_smoothing = 1.5 is outside [0, 1]");
+    ce.label_smoothing = NAN;
+    EXPECT(tg_cross_entropy_ex(ctx, z, ok, NULL, &ce), TG_EINVAL, "label_smoothing = nan");
+    ce.label_smoothing = 0.1;
+    EXPECT(tg_apply_named(ctx, "nll_loss", (tg_tensor *[]){z, ok}, 2, &ce), TG_EINVAL,
+           "nll_loss: label_smoothing = 0.1; nll_loss has none, so it must be 0");
+    ce.label_smoothing = 0;
+    EXPECT(tg_cross_entropy_ex(ctx, z, ok, tg_ones(ctx, TG_F32, TG_SHAPE(3)), &ce), TG_ESHAPE,
+           "cross_entropy: weight is (3); it needs one entry per class, (4)");
+    EXPECT(tg_nll_loss_ex(ctx, z, ok, tg_ones(ctx, TG_F64, TG_SHAPE(4)), TG_MEAN, -100), TG_EDTYPE,
+           "nll_loss: weight is (4) float64 but the input is (3, 4) float32");
+    tg_tensor *zg = tg_ones(ctx, TG_F32, TG_SHAPE(3, 4)), *wg = tg_ones(ctx, TG_F32, TG_SHAPE(4));
+    tg_set_requires_grad(ctx, zg, true);
+    tg_set_requires_grad(ctx, wg, true);
+    /* PyTorch: "not differentiable with respect to argument 'weight'" */
+    EXPECT(tg_cross_entropy_ex(ctx, zg, ok, wg, &ce), TG_EINVAL,
+           "with class indices it is not differentiable");
+    tg_tensor *pw = tg_ones(ctx, TG_F32, TG_SHAPE(4));
+    tg_set_requires_grad(ctx, pw, true);
+    EXPECT(tg_bce_with_logits_ex(ctx, zg, z, pw, TG_MEAN), TG_EINVAL,
+           "bce_with_logits: pos_weight (4) float32 requires grad, but it is not differentiable");
+    /* without grad mode nothing is recorded, so PyTorch and tapegrad take it */
+    tg_set_grad_enabled(ctx, false);
+    ck_assert_ptr_nonnull(tg_bce_with_logits_ex(ctx, zg, z, pw, TG_MEAN));
+    tg_set_grad_enabled(ctx, true);
+    /* PyTorch: "output with shape [3, 4] doesn't match the broadcast shape [2, 3, 4]" */
+    EXPECT(tg_bce_with_logits_ex(ctx, z, z, tg_ones(ctx, TG_F32, TG_SHAPE(2, 3, 4)), TG_MEAN),
+           TG_ESHAPE, "bce_with_logits: pos_weight (2, 3, 4) broadcast with input (3, 4) gives a larger");
+    tg_ctx_free(ctx);
+}
+END_TEST
+
 /* ------------------------------------------------------------ bad input */
 
 START_TEST(bad_input)
@@ -420,12 +600,6 @@ START_TEST(bad_input)
     tg_ctx *ctx = tg_ctx_new(1);
     tg_tensor *x = tg_ones(ctx, TG_F32, TG_SHAPE(1, 4, 3, 3));
     tg_tensor *w = tg_ones(ctx, TG_F32, TG_SHAPE(2, 4, 5, 5));
-#define EXPECT(expr, code, text)              \
-    do {                                      \
-        ck_assert_ptr_null(expr);             \
-        ck_error(ctx, (code), (text));        \
-        tg_clear_error(ctx);                  \
-    } while (0)
     EXPECT(tg_conv2d(ctx, x, w, NULL, 1, 0, 1, 1), TG_ESHAPE,
            "conv2d: the kernel spans 5 x 5 but the padded input is only 3 x 3");
     EXPECT(tg_conv2d(ctx, x, tg_ones(ctx, TG_F32, TG_SHAPE(2, 4, 1, 1)), NULL, 0, 0, 1, 1), TG_EINVAL,
@@ -450,7 +624,7 @@ START_TEST(bad_input)
            "mse: input is (3, 4) but target is (4, 3)");
     EXPECT(tg_bce(ctx, tg_full(ctx, TG_F32, TG_SHAPE(2), 1.5), tg_ones(ctx, TG_F32, TG_SHAPE(2)), TG_MEAN),
            TG_EINVAL, "bce: input[0] = 1.5 is not a probability in [0, 1]");
-    EXPECT(tg_mse(ctx, z, z, (tg_reduction)7), TG_EINVAL, "mse: reduction 7 is neither TG_MEAN nor TG_SUM");
+    EXPECT(tg_mse(ctx, z, z, (tg_reduction)7), TG_EINVAL, "mse: reduction 7 is not TG_MEAN, TG_SUM or TG_NONE");
     EXPECT(tg_dropout(ctx, z, 1.5), TG_EINVAL, "dropout: p = 1.5 is outside [0, 1]");
     EXPECT(tg_dropout(ctx, z, -0.1), TG_EINVAL, "dropout: p = -0.1 is outside [0, 1]");
     EXPECT(tg_batch_norm(ctx, tg_ones(ctx, TG_F32, TG_SHAPE(1, 3)), NULL, NULL, NULL, NULL, 0.1, 1e-5),
@@ -482,8 +656,14 @@ Suite *tg_test_suite(void)
     tcase_add_test(tc, dropout_statistics);
     tcase_add_test(tc, batch_norm_modes);
     suite_add_tcase(s, tc);
+    tc = tcase_create("options");
+    tcase_add_test(tc, pool_edge_windows);
+    tcase_add_test(tc, ignored_targets);
+    tcase_add_test(tc, unnormalised_probabilities);
+    suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, bad_input);
+    tcase_add_test(tc, option_errors);
     suite_add_tcase(s, tc);
     return s;
 }

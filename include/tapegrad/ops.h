@@ -136,22 +136,33 @@ TG_API tg_tensor *tg_conv2d_ex(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_
 
 /*
  * Windows of kernel size, moved by stride, over x padded by padding on
- * each side: (N, C, L) for 1-D, (N, C, H, W) for 2-D; out size floor((n +
- * 2 padding - kernel) / stride) + 1. Max pooling pads with -inf and sends
- * each window's gradient to its first maximum, or to its last NaN when it
- * holds one (the output is then NaN), as PyTorch; average pooling pads with
- * zeros and divides by the kernel size (count_include_pad). padding is at
- * most half the kernel, as PyTorch requires. Only N may be 0. Entries are
- * (height, width); 1-D uses entry 0.
+ * each side: (N, C, L) for 1-D, (N, C, H, W) for 2-D. Out size, as PyTorch:
+ *   floor((n + 2 padding - dilation (kernel - 1) - 1) / stride) + 1
+ * or, with ceil_mode, the same rounded up, less one when the last window
+ * would start past the input and its left padding; an out size below 1 is
+ * TG_ESHAPE. Max pooling pads with -inf and sends each window's gradient to
+ * its first maximum, or to its last NaN when it holds one (the output is
+ * then NaN), as PyTorch; a window that reaches no input element (possible
+ * only with dilation) gives -inf and no gradient. Average pooling pads with
+ * zeros and divides by the window's size clipped to the padded input
+ * (count_include_pad, PyTorch's default), or with exclude_pad by the number
+ * of input elements it covers. padding is at most half the kernel, as
+ * PyTorch requires. Only N may be 0. Entries are (height, width); 1-D uses
+ * entry 0.
  */
-typedef struct tg_pool_attrs { int64_t kernel[2], stride[2], padding[2]; } tg_pool_attrs;
+typedef struct tg_pool_attrs {
+    int64_t kernel[2], stride[2], padding[2];
+    int64_t dilation[2]; /* >= 1 (0 is TG_EINVAL); average pooling takes only 1 */
+    bool ceil_mode;      /* PyTorch's ceil_mode */
+    bool exclude_pad;    /* average pooling: count_include_pad=False (max pooling: must be false) */
+} tg_pool_attrs;
 
 /* stride = kernel, no padding: PyTorch's defaults */
 TG_API tg_tensor *tg_max_pool1d(tg_ctx *ctx, tg_tensor *x, int64_t kernel);     /* [max_pool1d] */
 TG_API tg_tensor *tg_max_pool2d(tg_ctx *ctx, tg_tensor *x, int64_t kernel);     /* [max_pool2d] */
 TG_API tg_tensor *tg_avg_pool1d(tg_ctx *ctx, tg_tensor *x, int64_t kernel);     /* [avg_pool1d] */
 TG_API tg_tensor *tg_avg_pool2d(tg_ctx *ctx, tg_tensor *x, int64_t kernel);     /* [avg_pool2d] */
-/* every setting; 2-D ones apply to both axes */
+/* kernel, stride and padding; 2-D ones apply to both axes; dilation 1, floor mode */
 TG_API tg_tensor *tg_max_pool1d_ex(tg_ctx *ctx, tg_tensor *x, int64_t kernel, int64_t stride,
                                    int64_t padding);
 TG_API tg_tensor *tg_max_pool2d_ex(tg_ctx *ctx, tg_tensor *x, int64_t kernel, int64_t stride,
@@ -160,9 +171,20 @@ TG_API tg_tensor *tg_avg_pool1d_ex(tg_ctx *ctx, tg_tensor *x, int64_t kernel, in
                                    int64_t padding);
 TG_API tg_tensor *tg_avg_pool2d_ex(tg_ctx *ctx, tg_tensor *x, int64_t kernel, int64_t stride,
                                    int64_t padding);
+/* every setting, as nn.MaxPool1d/2d and nn.AvgPool1d/2d take them */
+TG_API tg_tensor *tg_max_pool1d_opts(tg_ctx *ctx, tg_tensor *x, const tg_pool_attrs *attrs);
+TG_API tg_tensor *tg_max_pool2d_opts(tg_ctx *ctx, tg_tensor *x, const tg_pool_attrs *attrs);
+TG_API tg_tensor *tg_avg_pool1d_opts(tg_ctx *ctx, tg_tensor *x, const tg_pool_attrs *attrs);
+TG_API tg_tensor *tg_avg_pool2d_opts(tg_ctx *ctx, tg_tensor *x, const tg_pool_attrs *attrs);
+
+typedef struct tg_gap_attrs { bool keepdim; } tg_gap_attrs;
+
 /* [global_avg_pool] The mean over every dimension after the second:
  * (N, C, ...) -> (N, C). An empty plane gives NaN (torch.mean). */
 TG_API tg_tensor *tg_global_avg_pool(tg_ctx *ctx, tg_tensor *x);
+/* [global_avg_pool] With keepdim the pooled dimensions stay with size 1:
+ * (N, C, H, W) -> (N, C, 1, 1), as nn.AdaptiveAvgPool2d(1) (1d likewise). */
+TG_API tg_tensor *tg_global_avg_pool_ex(tg_ctx *ctx, tg_tensor *x, bool keepdim);
 
 /* ------------------------------------------------ activations (ops/activation.c) */
 
@@ -191,17 +213,32 @@ TG_API tg_tensor *tg_log_softmax(tg_ctx *ctx, tg_tensor *x, int axis);
 
 /* ------------------------------------------------ losses (ops/loss.c) */
 
-typedef enum tg_reduction { TG_MEAN = 0, TG_SUM = 1 } tg_reduction;
+/* PyTorch's reduction='mean', 'sum' and 'none' */
+typedef enum tg_reduction { TG_MEAN = 0, TG_SUM = 1, TG_NONE = 2 } tg_reduction;
 typedef struct tg_loss_attrs { tg_reduction reduction; } tg_loss_attrs;
 
+#define TG_IGNORE_INDEX (-100) /* PyTorch's default ignore_index */
+
+/* Attributes of cross_entropy and nll_loss (nll_loss takes no smoothing).
+ * A zero-initialised struct ignores class 0: start from TG_CE_DEFAULTS. */
+typedef struct tg_ce_attrs {
+    tg_reduction reduction;
+    int64_t ignore_index;   /* targets equal to it count for nothing; PyTorch: -100 */
+    double label_smoothing; /* in [0, 1]; PyTorch: 0 */
+} tg_ce_attrs;
+#define TG_CE_DEFAULTS ((tg_ce_attrs){TG_MEAN, TG_IGNORE_INDEX, 0.0})
+
 /*
- * Every loss returns a scalar (shape ()). Inputs and targets share a dtype;
- * target gradients are computed where PyTorch computes them (mse, bce,
- * bce_with_logits, cross_entropy with probabilities), so a target may
- * itself require grad. The mean over no elements is NaN and the sum 0, as
- * in PyTorch. Sums run in double for float32 too.
+ * Every loss returns a scalar (shape ()) for TG_MEAN and TG_SUM, and one
+ * loss per element (mse, bce, bce_with_logits: the input's shape) or per
+ * sample (cross_entropy, nll_loss: (N) or (N, d1, ...)) for TG_NONE.
+ * Inputs and targets share a dtype; target gradients are computed where
+ * PyTorch computes them (mse, bce, bce_with_logits, cross_entropy with
+ * probabilities), so a target may itself require grad. The mean over no
+ * elements is NaN and the sum 0, as in PyTorch. Sums run in double for
+ * float32 too.
  */
-/* [mse] mean or sum of (x - y)^2; x and y have the same shape */
+/* [mse] (x - y)^2; x and y have the same shape */
 TG_API tg_tensor *tg_mse(tg_ctx *ctx, tg_tensor *x, tg_tensor *y, tg_reduction reduction);
 /* [bce] -(y log p + (1 - y) log(1 - p)) on probabilities p in [0, 1] and
  * targets y in [0, 1] (anything else, NaN included, is TG_EINVAL); each log
@@ -212,25 +249,49 @@ TG_API tg_tensor *tg_bce(tg_ctx *ctx, tg_tensor *p, tg_tensor *y, tg_reduction r
  * values, NaN where it gives NaN */
 TG_API tg_tensor *tg_bce_with_logits(tg_ctx *ctx, tg_tensor *x, tg_tensor *y,
                                      tg_reduction reduction);
+/* [bce_with_logits] With pos_weight (NULL for none) of x's dtype,
+ * broadcastable to x's shape without growing it:
+ * (1 - y) x + (1 + (pos_weight - 1) y) log(1 + e^-x). As in PyTorch,
+ * pos_weight is not differentiable: one that requires grad while grad mode
+ * is on is TG_EINVAL. */
+TG_API tg_tensor *tg_bce_with_logits_ex(tg_ctx *ctx, tg_tensor *x, tg_tensor *y,
+                                        tg_tensor *pos_weight, tg_reduction reduction);
 /*
  * [cross_entropy] Softmax cross-entropy from float logits (N, C) or
  * (N, C, d1, ...). target is either class indices, an int64 tensor of shape
- * (N) or (N, d1, ...) with 0 <= index < C (TG_EINVAL naming the first one
- * outside), or class probabilities of the logits' shape and dtype. A float
- * target of the indices' shape is TG_EDTYPE: pass indices as int64. The
- * mean divides by the number of samples N * d1 * ...; its gradient is
- * (softmax - onehot) / N exactly. No ignore_index: PyTorch's -100 is out of range.
+ * (N) or (N, d1, ...) with 0 <= index < C or index = -100 (ignored, as
+ * PyTorch's default ignore_index; any other index outside is TG_EINVAL
+ * naming the first), or class probabilities of the logits' shape and
+ * dtype. A float target of the indices' shape is TG_EDTYPE: pass indices
+ * as int64. The mean divides by the number of samples not ignored.
  */
 TG_API tg_tensor *tg_cross_entropy(tg_ctx *ctx, tg_tensor *logits, tg_tensor *target,
                                    tg_reduction reduction);
 /*
- * [nll_loss] PyTorch's F.nll_loss: the mean or sum over samples of
- * -logp[i, target[i], ...], on log-probabilities (N, C) or (N, C, d1, ...)
- * (e.g. from tg_log_softmax along axis 1) and int64 class indices (N) or
- * (N, d1, ...) in [0, C). tg_cross_entropy(z, t) = tg_nll_loss(tg_log_softmax(z, 1), t).
+ * [cross_entropy] F.cross_entropy with every argument: class weights
+ * `weight` (C) of the logits' dtype or NULL, ignore_index (class indices
+ * only) and label_smoothing in [0, 1] (NaN or outside is TG_EINVAL), with
+ * PyTorch 1.13's formulas. With class indices the weighted mean divides by
+ * the sum of the weights of the targets not ignored, and the weight gets
+ * no gradient: one that requires grad while grad mode is on is TG_EINVAL
+ * (as PyTorch). With probabilities the mean divides by N * d1 * ... and
+ * the weight is differentiable.
+ */
+TG_API tg_tensor *tg_cross_entropy_ex(tg_ctx *ctx, tg_tensor *logits, tg_tensor *target,
+                                      tg_tensor *weight, const tg_ce_attrs *attrs);
+/*
+ * [nll_loss] PyTorch's F.nll_loss: -logp[i, target[i], ...] per sample, on
+ * log-probabilities (N, C) or (N, C, d1, ...) (e.g. from tg_log_softmax
+ * along axis 1) and int64 class indices (N) or (N, d1, ...) in [0, C) or
+ * -100 (ignored). tg_cross_entropy(z, t) = tg_nll_loss(tg_log_softmax(z, 1), t).
  */
 TG_API tg_tensor *tg_nll_loss(tg_ctx *ctx, tg_tensor *logp, tg_tensor *target,
                               tg_reduction reduction);
+/* [nll_loss] With class weights (C) or NULL and ignore_index, as
+ * tg_cross_entropy_ex (the weight is not differentiable). */
+TG_API tg_tensor *tg_nll_loss_ex(tg_ctx *ctx, tg_tensor *logp, tg_tensor *target,
+                                 tg_tensor *weight, tg_reduction reduction,
+                                 int64_t ignore_index);
 
 /* ------------------------------------------------ dropout (ops/dropout.c) */
 
@@ -315,7 +376,12 @@ TG_API tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg
 #define tg_max_pool2d_ex(ctx, ...) tg_max_pool2d_ex(TG__AT(ctx), __VA_ARGS__)
 #define tg_avg_pool1d_ex(ctx, ...) tg_avg_pool1d_ex(TG__AT(ctx), __VA_ARGS__)
 #define tg_avg_pool2d_ex(ctx, ...) tg_avg_pool2d_ex(TG__AT(ctx), __VA_ARGS__)
+#define tg_max_pool1d_opts(ctx, ...) tg_max_pool1d_opts(TG__AT(ctx), __VA_ARGS__)
+#define tg_max_pool2d_opts(ctx, ...) tg_max_pool2d_opts(TG__AT(ctx), __VA_ARGS__)
+#define tg_avg_pool1d_opts(ctx, ...) tg_avg_pool1d_opts(TG__AT(ctx), __VA_ARGS__)
+#define tg_avg_pool2d_opts(ctx, ...) tg_avg_pool2d_opts(TG__AT(ctx), __VA_ARGS__)
 #define tg_global_avg_pool(ctx, ...) tg_global_avg_pool(TG__AT(ctx), __VA_ARGS__)
+#define tg_global_avg_pool_ex(ctx, ...) tg_global_avg_pool_ex(TG__AT(ctx), __VA_ARGS__)
 #define tg_relu(ctx, ...) tg_relu(TG__AT(ctx), __VA_ARGS__)
 #define tg_leaky_relu(ctx, ...) tg_leaky_relu(TG__AT(ctx), __VA_ARGS__)
 #define tg_sigmoid(ctx, ...) tg_sigmoid(TG__AT(ctx), __VA_ARGS__)
@@ -325,8 +391,11 @@ TG_API tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg
 #define tg_mse(ctx, ...) tg_mse(TG__AT(ctx), __VA_ARGS__)
 #define tg_bce(ctx, ...) tg_bce(TG__AT(ctx), __VA_ARGS__)
 #define tg_bce_with_logits(ctx, ...) tg_bce_with_logits(TG__AT(ctx), __VA_ARGS__)
+#define tg_bce_with_logits_ex(ctx, ...) tg_bce_with_logits_ex(TG__AT(ctx), __VA_ARGS__)
 #define tg_cross_entropy(ctx, ...) tg_cross_entropy(TG__AT(ctx), __VA_ARGS__)
+#define tg_cross_entropy_ex(ctx, ...) tg_cross_entropy_ex(TG__AT(ctx), __VA_ARGS__)
 #define tg_nll_loss(ctx, ...) tg_nll_loss(TG__AT(ctx), __VA_ARGS__)
+#define tg_nll_loss_ex(ctx, ...) tg_nll_loss_ex(TG__AT(ctx), __VA_ARGS__)
 #define tg_dropout(ctx, ...) tg_dropout(TG__AT(ctx), __VA_ARGS__)
 #define tg_batch_norm(ctx, ...) tg_batch_norm(TG__AT(ctx), __VA_ARGS__)
 #endif

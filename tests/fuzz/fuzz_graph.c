@@ -570,12 +570,22 @@ static void any_pool(src *s, tg_pool_attrs *a)
         a->kernel[i] = coin(s, 70) ? 1 + below(s, 3) : attr_i64(s);
         a->stride[i] = coin(s, 70) ? 1 + below(s, 2) : attr_i64(s);
         a->padding[i] = coin(s, 70) ? below(s, 2) : attr_i64(s);
+        a->dilation[i] = coin(s, 70) ? 1 + below(s, 2) : attr_i64(s);
     }
+    a->ceil_mode = coin(s, 30);
+    a->exclude_pad = coin(s, 30);
 }
 
 static tg_reduction any_reduction(src *s)
 {
-    return coin(s, 5) ? (tg_reduction)(coin(s, 50) ? 2 : -1) : (tg_reduction)below(s, 2);
+    return coin(s, 5) ? (tg_reduction)(coin(s, 50) ? 3 : -1) : (tg_reduction)below(s, 3);
+}
+
+static void any_ce(src *s, tg_ce_attrs *a)
+{
+    a->reduction = any_reduction(s);
+    a->ignore_index = coin(s, 60) ? TG_IGNORE_INDEX : coin(s, 50) ? (int64_t)below(s, 4) : attr_i64(s);
+    a->label_smoothing = coin(s, 60) ? below(s, 5) / 4.0 : any_double(s);
 }
 
 /* ---------------------------------------------------------------- ops */
@@ -605,6 +615,13 @@ static tg_tensor *pool_op(fz *f, tg_tensor *x, bool ex)
     }
     tg_pool_attrs a;
     any_pool(s, &a);
+    if (coin(s, 50))
+        switch (which) {
+        case 0: return tg_max_pool1d_opts(c, x, coin(s, 3) ? NULL : &a);
+        case 1: return tg_max_pool2d_opts(c, x, &a);
+        case 2: return tg_avg_pool1d_opts(c, x, &a);
+        default: return tg_avg_pool2d_opts(c, x, &a);
+        }
     switch (which) {
     case 0: return tg_max_pool1d_ex(c, x, a.kernel[0], a.stride[0], a.padding[0]);
     case 1: return tg_max_pool2d_ex(c, x, a.kernel[0], a.stride[0], a.padding[0]);
@@ -728,7 +745,7 @@ static tg_tensor *nn_op(fz *f, unsigned op, tg_tensor *x)
         return tg_conv2d_ex(c, x, w, b, coin(s, 3) ? NULL : &a);
     case OP_POOL: return pool_op(f, x, false);
     case OP_POOL_EX: return pool_op(f, x, true);
-    case OP_GAP: return tg_global_avg_pool(c, x);
+    case OP_GAP: return coin(s, 50) ? tg_global_avg_pool(c, x) : tg_global_avg_pool_ex(c, x, coin(s, 50));
     case OP_RELU: return tg_relu(c, x);
     case OP_LEAKY: return tg_leaky_relu(c, x, coin(s, 70) ? TG_LEAKY_RELU_SLOPE : any_double(s));
     case OP_SIGMOID: return tg_sigmoid(c, x);
@@ -740,12 +757,21 @@ static tg_tensor *nn_op(fz *f, unsigned op, tg_tensor *x)
     case OP_BCE_LOGITS: {
         tg_tensor *y = pick(f);
         tg_reduction r = any_reduction(s);
+        if (op == OP_BCE_LOGITS && coin(s, 50))
+            return tg_bce_with_logits_ex(c, x, y, coin(s, 30) ? NULL : pick(f), r);
         return op == OP_MSE ? tg_mse(c, x, y, r)
                : op == OP_BCE ? tg_bce(c, x, y, r) : tg_bce_with_logits(c, x, y, r);
     }
     case OP_CE: {
         tg_tensor *t = coin(s, 70) ? class_target(f, x) : pick(f);
-        return tg_cross_entropy(c, x, t, any_reduction(s));
+        if (coin(s, 50))
+            return tg_cross_entropy(c, x, t, any_reduction(s));
+        tg_ce_attrs ce;
+        any_ce(s, &ce);
+        tg_tensor *cw = coin(s, 50) ? NULL : pick(f);
+        if (coin(s, 30))
+            return tg_nll_loss_ex(c, x, t, cw, ce.reduction, ce.ignore_index);
+        return tg_cross_entropy_ex(c, x, t, cw, coin(s, 3) ? NULL : &ce);
     }
     case OP_DROPOUT: return tg_dropout(c, x, coin(s, 60) ? below(s, 5) / 4.0 : any_double(s));
     default: return batch_norm_op(f, x);
@@ -794,6 +820,8 @@ typedef union any_attrs {
     tg_conv_attrs conv;
     tg_pool_attrs pool;
     tg_loss_attrs loss;
+    tg_ce_attrs ce;
+    tg_gap_attrs gap;
     tg_dropout_attrs dropout;
     tg_batch_norm_attrs bn;
     unsigned char bytes[TG_ATTR_MAX];
@@ -813,7 +841,7 @@ static void attrs_for(src *s, const char *name, const tg_tensor *x, any_attrs *a
 {
     static const char *const scalar[] = {"pow", "add_scalar", "mul_scalar", "div_scalar",
                                          "leaky_relu", NULL};
-    static const char *const loss[] = {"mse", "bce", "bce_with_logits", "cross_entropy", NULL};
+    static const char *const loss[] = {"mse", "bce", "bce_with_logits", NULL};
     static const char *const pool[] = {"max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d",
                                        NULL};
     memset(a, 0, sizeof *a);
@@ -847,6 +875,10 @@ static void attrs_for(src *s, const char *name, const tg_tensor *x, any_attrs *a
         any_pool(s, &a->pool);
     } else if (named(name, loss)) {
         a->loss.reduction = any_reduction(s);
+    } else if (!strcmp(name, "cross_entropy") || !strcmp(name, "nll_loss")) {
+        any_ce(s, &a->ce);
+    } else if (!strcmp(name, "global_avg_pool")) {
+        a->gap.keepdim = coin(s, 50);
     } else if (!strcmp(name, "dropout")) {
         a->dropout.p = any_double(s);
     } else if (!strcmp(name, "batch_norm")) {
