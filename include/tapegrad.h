@@ -30,6 +30,7 @@
  *   tapegrad/dot.h       Graphviz export
  *   tapegrad/safetensors.h  checkpoints in the safetensors format
  *   tapegrad/data.h      data sets (IDX files, as MNIST ships them), batches
+ *   tapegrad/optim.h     optimisers (SGD, Adam, AdamW), schedules, gradient clipping
  *
  * Ownership in one line: the context owns everything; step tensors die at
  * tg_reset, parameters at tg_param_free or tg_ctx_free.
@@ -45,5 +46,6 @@
 #include "tapegrad/dot.h"
 #include "tapegrad/safetensors.h"
 #include "tapegrad/data.h"
+#include "tapegrad/optim.h"
 
 #endif
