@@ -205,7 +205,8 @@ static int make_state(tg_ctx *ctx, tg_optim *o, const char *prefix, double lr)
 /* The struct and its arrays in one block; NULL on out-of-memory. */
 static tg_optim *optim_alloc(tg_ctx *ctx, size_t n)
 {
-    size_t per_param = sizeof(tg_tensor *) + sizeof(optim_slot) + (1 + SLOT_TENSORS) * sizeof(tg_st_item);
+    const size_t per_param =
+        sizeof(tg_tensor *) + sizeof(optim_slot) + (1 + SLOT_TENSORS) * sizeof(tg_st_item);
     size_t bytes;
     if (__builtin_mul_overflow(n, per_param, &bytes) ||
         __builtin_add_overflow(bytes, sizeof(tg_optim) + 3 * sizeof(tg_st_item), &bytes)) {
@@ -314,6 +315,11 @@ void tg_optim_free(tg_ctx *ctx, tg_optim *opt)
 {
     if (!opt || !ctx)
         return;
+    if (opt->ctx != ctx) {
+        TG_ERROR(ctx, TG_EINVAL, "optim_free: the %s optimiser belongs to another context",
+                 kind_name(opt->kind));
+        return;
+    }
     free_state(ctx, opt);
     tg_free(ctx, opt, opt->block);
 }
@@ -339,7 +345,8 @@ static int check_grad(tg_ctx *ctx, const tg_tensor *p, size_t i)
     const tg_tensor *g = p->grad;
     if (g->dtype != p->dtype)
         return TG_ERROR(ctx, TG_EDTYPE, "optim_step: parameter %zu ('%s') is %s but its gradient "
-                        "is %s", i, param_name(p), tg_dtype_name(p->dtype), tg_dtype_name(g->dtype));
+                        "is %s", i, param_name(p), tg_dtype_name(p->dtype),
+                        tg_dtype_name(g->dtype));
     if (!tg_same_shape(g, p)) {
         char ps[96], gs[96];
         tg_shape_str(p, ps, sizeof ps);

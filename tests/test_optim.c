@@ -95,15 +95,20 @@ static const config CONFIGS[] = {
     {"sgd_nesterov", SGD, TG_F64, .sgd = {.lr = 0.1, .momentum = 0.9, .nesterov = true}},
     {"sgd_wd", SGD, TG_F64, .sgd = {.lr = 0.1, .momentum = 0.9, .weight_decay = 0.05}},
     {"adam_plain", ADAM, TG_F64, .adam = {.lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8}},
-    {"adam_wd", ADAM, TG_F64, .adam = {.lr = 0.01, .weight_decay = 0.1, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8}},
+    {"adam_wd", ADAM, TG_F64,
+     .adam = {.lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.1}},
     {"adam_amsgrad", ADAM, TG_F64,
-     .adam = {.lr = 0.01, .beta1 = 0.8, .beta2 = 0.99, .amsgrad = true, .eps = 1e-8}},
-    {"adamw_plain", ADAMW, TG_F64, .adam = {.lr = 0.01, .weight_decay = 0.1, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8}},
+     .adam = {.lr = 0.01, .beta1 = 0.8, .beta2 = 0.99, .eps = 1e-8, .amsgrad = true}},
+    {"adamw_plain", ADAMW, TG_F64,
+     .adam = {.lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.1}},
     {"adamw_amsgrad", ADAMW, TG_F64,
-     .adam = {.lr = 0.01, .weight_decay = 0.1, .eps = 1e-6, .amsgrad = true, .beta1 = 0.9, .beta2 = 0.999}},
+     .adam = {.lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.1,
+              .amsgrad = true}},
     {"sgd_f32", SGD, TG_F32,
      .sgd = {.lr = 0.1, .momentum = 0.9, .nesterov = true, .weight_decay = 0.01}},
-    {"adam_f32", ADAM, TG_F32, .adam = {.lr = 0.01, .weight_decay = 0.1, .amsgrad = true, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8}},
+    {"adam_f32", ADAM, TG_F32,
+     .adam = {.lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.1,
+              .amsgrad = true}},
 };
 #define N_CONFIGS (int)(sizeof CONFIGS / sizeof CONFIGS[0])
 
@@ -617,6 +622,9 @@ START_TEST(param_errors)
     ck_assert_int_eq(tg_optim_set_lr(ctx, opt, 0.25), TG_OK);
     ck_assert_double_eq(tg_optim_lr(opt), 0.25);
     ck_assert(isnan(tg_optim_lr(NULL)));
+    tg_clear_error(other);
+    tg_optim_free(other, opt);
+    ck_error(other, TG_EINVAL, "optim_free: the sgd optimiser belongs to another context");
     tg_optim_free(ctx, opt);
     tg_ctx_free(other);
     tg_ctx_free(ctx);

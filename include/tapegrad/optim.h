@@ -120,7 +120,8 @@ TG_API tg_optim *tg_optim_adam(tg_ctx *ctx, tg_tensor *const *params, size_t n,
 TG_API tg_optim *tg_optim_adamw(tg_ctx *ctx, tg_tensor *const *params, size_t n,
                                 const tg_adam_opts *opts);
 
-/* Frees the optimiser and its state tensors. Call it before tg_ctx_free;
+/* Frees the optimiser and its state tensors. Call it before tg_ctx_free,
+ * with the context it was made in (another is TG_EINVAL, nothing freed);
  * NULL is a no-op; works whatever error ctx holds. */
 TG_API void tg_optim_free(tg_ctx *ctx, tg_optim *opt);
 
@@ -175,7 +176,9 @@ typedef struct tg_lr_schedule {
 /*
  * Attaches a schedule (copied), as constructing a PyTorch scheduler does:
  * initial_lr = the learning rate now, last_epoch = 0. NULL detaches.
- * TG_EINVAL for a bad kind or field (named).
+ * TG_EINVAL for a bad kind or field (named). The schedule's kind and
+ * fields are not state: to resume, attach the same schedule, then load
+ * the checkpoint (which restores lr, initial_lr and last_epoch).
  */
 TG_API tg_status tg_optim_set_schedule(tg_ctx *ctx, tg_optim *opt, const tg_lr_schedule *s);
 
@@ -202,7 +205,8 @@ TG_API tg_status tg_optim_schedule_step(tg_ctx *ctx, tg_optim *opt);
  * squares is accumulated in double); when max_norm / (total + 1e-6) < 1,
  * every gradient is scaled by it (in its dtype; its version is bumped).
  * *total_norm (may be NULL) receives total. A NaN total leaves the
- * gradients unchanged; an infinite one scales them by 0.
+ * gradients unchanged; an infinite one scales them by 0 (an Inf element
+ * becomes NaN, as in PyTorch).
  * Errors: TG_EINVAL (NULL ctx or params with n > 0, a NULL parameter or one
  * of another context, max_norm negative or NaN), TG_ENONFINITE when
  * error_if_nonfinite and total is NaN or infinite (nothing is scaled).
