@@ -169,8 +169,7 @@ static tg_tensor *param_state(tg_ctx *ctx, const char *prefix, size_t i, const c
 static void free_state(tg_ctx *ctx, tg_optim *o)
 {
     for (size_t k = 0; k < o->n_items; k++)
-        if (o->items[k].tensor)
-            tg_buffer_free(ctx, o->items[k].tensor);
+        tg_buffer_free(ctx, o->items[k].tensor);
 }
 
 static int add_item(tg_optim *o, tg_tensor *t)
