@@ -31,6 +31,7 @@
  *   tapegrad/safetensors.h  checkpoints in the safetensors format
  *   tapegrad/data.h      data sets (IDX files, as MNIST ships them), batches
  *   tapegrad/nn.h        sequential models, layers, losses, initialisers, model files
+ *   tapegrad/optim.h     optimisers (SGD, Adam, AdamW), schedules, gradient clipping
  *
  * Ownership in one line: the context owns everything; step tensors die at
  * tg_reset, parameters at tg_param_free or tg_ctx_free.
@@ -47,5 +48,6 @@
 #include "tapegrad/safetensors.h"
 #include "tapegrad/data.h"
 #include "tapegrad/nn.h"
+#include "tapegrad/optim.h"
 
 #endif

@@ -4,7 +4,7 @@
 # excuses and says why (cppcheck-suppress comments; the analyzer has none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dirs=(autograd ops tools)
+dirs=(autograd ops nn tools)
 echo "== cppcheck"
 cppcheck -q --enable=warning,portability,performance --inline-suppr --std=c11 \
     --error-exitcode=1 -DTG_NO_CALLSITE -I include -I autograd -I ops "${dirs[@]}"
