@@ -369,6 +369,8 @@ static int st_alloc_tables(tg_ctx *ctx, tg_st *f, const json_t *root, const json
     f->strings_size = strlen(f->path) + 1;
     const char *k;
     const json_t *v;
+    /* jansson's iteration macro; its header is not given to cppcheck */
+    // cppcheck-suppress unknownMacro
     json_object_foreach((json_t *)root, k, v)
         f->strings_size += strlen(k) + 1;
     if (meta)

@@ -709,7 +709,7 @@ static tg_status ce_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_te
                     int64_t at = (i * c + cl) * inner + j;
                     if (gz) /* the division last, so g = 1 is exact */
                         gz[at] += SAMPLE_G(T) * d[at] / tm;
-                    if (gt)
+                    if (gt && ts) /* both or neither: gin[1] decides */
                         gt[at] += SAMPLE_G(T) * ts[at] / tm;
                 }
         for (int64_t cl = 0; ws && cl < c; cl++) {
