@@ -36,6 +36,8 @@ struct tg_model {
     bool *state_param;
 };
 
+#define MAX_LAYERS (1 << 20) /* so the state dict (5 entries a layer at most) fits an int */
+
 /* Model-file names, indexed by tg_layer_kind. */
 static const char *const LAYER_NAMES[TG_LAYER_COUNT] = {
     "conv1d", "conv2d", "linear", "relu", "sigmoid", "tanh", "leaky_relu", "max_pool1d",
@@ -401,8 +403,8 @@ tg_status tg_model_add(tg_ctx *ctx, tg_model *m, const tg_layer *layer)
                         "tg_model_build");
     if (m->n == m->cap) {
         int cap = m->cap ? 2 * m->cap : 8;
-        if (m->n > INT32_MAX / 4)
-            return TG_ERROR(ctx, TG_EINVAL, "model_add: too many layers (%d)", m->n);
+        if (m->n >= MAX_LAYERS)
+            return TG_ERROR(ctx, TG_EINVAL, "model_add: more than %d layers", MAX_LAYERS);
         mlayer *ls = tg_realloc(ctx, m->layers, (size_t)m->cap * sizeof *ls,
                                 (size_t)cap * sizeof *ls);
         if (!ls)
@@ -579,29 +581,44 @@ static tg_status check_loss_fits(tg_ctx *ctx, const tg_model *m)
     return TG_OK;
 }
 
+/* The state-dict list of n entries, all NULL; tg_model_free frees it. */
+static tg_status alloc_state(tg_ctx *ctx, tg_model *m, int n)
+{
+    size_t k = n ? (size_t)n : 1;
+    tg_tensor **state = tg_malloc(ctx, k * sizeof *state);
+    bool *is_param = state ? tg_malloc(ctx, k * sizeof *is_param) : NULL;
+    if (!is_param) {
+        tg_free(ctx, state, k * sizeof *state);
+        return TG_ENOMEM;
+    }
+    memset(state, 0, k * sizeof *state);
+    memset(is_param, 0, k * sizeof *is_param);
+    m->state = state;
+    m->state_param = is_param;
+    m->n_state = n;
+    return TG_OK;
+}
+
 tg_status tg_model_build(tg_ctx *ctx, tg_model *m)
 {
     if (!ctx || tg_errcode(ctx) != TG_OK)
         return ctx ? (tg_status)tg_errcode(ctx) : TG_EINVAL;
     if (!m)
         return TG_ERROR(ctx, TG_EINVAL, "model_build: model NULL");
-    if (m->built)
-        return TG_ERROR(ctx, TG_ESTATE, "model_build: the model is already built");
+    if (m->built || m->state)
+        return TG_ERROR(ctx, TG_ESTATE, "model_build: the model is already built%s",
+                        m->built ? "" : " (and failed: free it)");
     tg_status st = check_loss_fits(ctx, m);
     if (st)
         return st;
     int np, nb;
     count_state(m, &np, &nb);
-    size_t n = (size_t)np + (size_t)nb;
-    m->state = tg_malloc(ctx, (n ? n : 1) * sizeof *m->state);
-    m->state_param = m->state ? tg_malloc(ctx, (n ? n : 1) * sizeof *m->state_param) : NULL;
-    tg_param_spec *specs = m->state_param ? tg_malloc(ctx, (np ? np : 1) * sizeof *specs) : NULL;
+    if ((st = alloc_state(ctx, m, np + nb)))
+        return st;
+    tg_param_spec *specs = tg_malloc(ctx, (np ? np : 1) * sizeof *specs);
     char (*names)[NAME_MAX_LEN] = specs ? tg_malloc(ctx, (np ? np : 1) * sizeof *names) : NULL;
     tg_tensor **params = names ? tg_malloc(ctx, (np ? np : 1) * sizeof *params) : NULL;
     if (params) {
-        memset(m->state, 0, n * sizeof *m->state);
-        memset(m->state_param, 0, n * sizeof *m->state_param);
-        m->n_state = (int)n;
         fill_specs(m, specs, names);
         if (np)
             tg_param_block(ctx, m->dtype, np, specs, params, &m->block);
