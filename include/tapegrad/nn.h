@@ -46,9 +46,23 @@
  *   loss cross_entropy               | nll | mse | bce | bce_with_logits
  *                                    [reduction=mean|sum|none ignore_index= label_smoothing=]
  *
- * Booleans are true/false (or 1/0). Any inconsistency (an unknown layer or
- * argument, a shape that does not fit) is TG_EFORMAT with a message naming
- * the file, the line and what is wrong.
+ * Arguments are the PyTorch constructor's, positionally in its order or
+ * as key=value with its names (conv2d 1 6 5 2 = conv2d in_channels=1
+ * out_channels=6 kernel_size=5 stride=2; max pooling takes ceil_mode by key
+ * only); no positional argument may follow a key=value one. A pair
+ * (kernel_size, stride, padding, dilation) takes one value for both axes.
+ * Booleans are true/false (True/False, 1/0). The first line that is not
+ * blank or a comment is `input`; `loss`, if present, is the last. Any
+ * inconsistency (an unknown layer or argument, a missing or extra one, a
+ * number that does not parse or overflows, a value out of range, a shape
+ * that does not fit) is TG_EFORMAT "NAME:LINE: what is wrong"; a bad byte
+ * (anything but printable ASCII, space, tab and CR outside a comment) too.
+ *
+ * Not supported yet (TG_EINVAL from tg_model_add / tg_model_set_loss, so
+ * TG_EFORMAT in a file): pooling ceil_mode=true, count_include_pad=false,
+ * max pooling dilation other than 1, 2-D pooling with different values
+ * per axis; losses with reduction=none, an ignore_index other than -100,
+ * label_smoothing other than 0.
  */
 #ifndef TAPEGRAD_NN_H
 #define TAPEGRAD_NN_H
@@ -90,13 +104,18 @@ typedef enum tg_layer_kind {
  * tg_layer_defaults(kind), which holds PyTorch's defaults, and set what
  * the layer needs; a value the module would reject (a kernel of 0, a
  * stride of 0, a dropout p of 1.5) is an error in tg_model_add.
+ * Parameters: conv weight (out, in / groups, kernel...) and bias (out);
+ * linear weight (out, in) and bias (out); batch norm weight and bias (in)
+ * with buffers running_mean, running_var (in) and num_batches_tracked
+ * (int64, shape ()).
  */
 typedef struct tg_layer {
     tg_layer_kind kind;
     int64_t in, out;          /* channels or features; batch norm: in = channels */
     int64_t kernel[2];        /* conv, pooling: (height, width); 1-D uses entry 0 */
-    int64_t stride[2];        /* defaults: 1 for conv, the kernel for pooling */
-    int64_t padding[2];       /* conv, pooling, pad1d/pad2d (every side) */
+    int64_t stride[2];        /* conv: 1; pooling: 0, meaning the kernel (PyTorch's None) */
+    int64_t padding[2];       /* conv, pooling; pad1d: entry 0 on both ends; pad2d: entry 0
+                                 above and below, entry 1 left and right */
     int64_t dilation[2];      /* conv, max pooling */
     int64_t groups;           /* conv */
     bool bias;                /* conv, linear: true */
@@ -141,31 +160,46 @@ typedef struct tg_model tg_model;
 /* An empty model whose examples have the given shape (batch excluded), in
  * dtype (float32 or float64). NULL with an error on bad arguments or OOM. */
 TG_API tg_model *tg_model_new(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *input_shape);
-/* Appends a layer, inferring its output shape from the previous one; an
- * inconsistency is TG_ESHAPE or TG_EINVAL naming the layer's index and
- * kind and the shapes. Before tg_model_build only. */
+/* Appends a layer (copied), inferring its output shape from the previous
+ * one; an inconsistency is TG_ESHAPE or TG_EINVAL naming the layer's index
+ * and kind and the shapes ("model_add: layer 1 (linear): expects 3456
+ * input features in the last dimension (a flatten before it would give
+ * them); its input is (6, 24, 24)"). After tg_model_build: TG_ESTATE. */
 TG_API tg_status tg_model_add(tg_ctx *ctx, tg_model *m, const tg_layer *layer);
+/* Sets (or replaces) the model's loss; TG_EINVAL for an unknown kind or
+ * a setting not supported yet (see above). */
 TG_API tg_status tg_model_set_loss(tg_ctx *ctx, tg_model *m, const tg_loss_spec *loss);
 /*
  * Creates the parameters (one block) and buffers, named as the state_dict,
  * and initialises them as PyTorch's modules do (tg_init_default), from
- * the context RNG. A model is built once; layers cannot be added after.
+ * the context RNG, one module after the other in order (conv and linear:
+ * tg_init_default; batch norm: weight 1, bias 0, running_var 1). A model
+ * is built once (again: TG_ESTATE); layers cannot be added after. A model
+ * whose build failed (TG_ENOMEM) can only be freed. A cross_entropy or nll
+ * loss needs class scores (examples of at least one dimension): TG_ESHAPE.
  */
 TG_API tg_status tg_model_build(tg_ctx *ctx, tg_model *m);
-/* Frees the model, its parameters and buffers. NULL is a no-op. */
+/* Frees the model, its parameters and buffers (call it before tg_ctx_free:
+ * the model itself is memory from tg_malloc). NULL is a no-op; it works
+ * whatever error the context holds. */
 TG_API void tg_model_free(tg_ctx *ctx, tg_model *m);
 
-/* Parses a model file's text (name is used in messages) and builds the
- * model. NULL with TG_EFORMAT "name:line: what is wrong" on any error. */
+/* Parses a model file's text (len bytes, not NUL-terminated; name is used
+ * in messages) and builds the model, drawing its initial weights from the
+ * context RNG. NULL with TG_EFORMAT "name:line: what is wrong" on any
+ * error, TG_ENOMEM when memory runs out (nothing is left behind). */
 TG_API tg_model *tg_model_parse(tg_ctx *ctx, const char *text, size_t len, const char *name,
                                 tg_dtype dtype);
-/* tg_model_parse of a file; TG_ENOTFOUND / TG_EIO when it cannot be read. */
+/* tg_model_parse of a file (at most 64 MiB), the path as its name;
+ * TG_ENOTFOUND / TG_EIO when it cannot be read. */
 TG_API tg_model *tg_model_load(tg_ctx *ctx, const char *path, tg_dtype dtype);
 
-/* Runs the layers on x (N, input shape...) and returns the output (a step
- * tensor). Dropout and batch norm follow the context's training mode; in
- * training mode batch norm updates its running statistics and counts
- * num_batches_tracked. */
+/* Runs the layers on x (N, input shape...) of the model's dtype and
+ * returns the output (a step tensor). Dropout and batch norm follow the
+ * context's training mode; in training mode batch norm updates its running
+ * statistics and adds 1 to num_batches_tracked. global_avg_pool keeps the
+ * pooled dimensions with size 1. Errors: TG_ESTATE (not built), TG_EDTYPE,
+ * TG_ESHAPE (x does not fit the input), or an op's. */
 TG_API tg_tensor *tg_model_forward(tg_ctx *ctx, tg_model *m, tg_tensor *x);
 /* The model's loss of out against target (int64 class indices for
  * cross_entropy and nll, floats of out's shape otherwise). */
@@ -177,21 +211,28 @@ TG_API tg_dtype tg_model_dtype(const tg_model *m);
 TG_API int tg_model_layer_count(const tg_model *m);
 TG_API const tg_layer *tg_model_layer(const tg_model *m, int i);
 TG_API const tg_loss_spec *tg_model_loss_spec(const tg_model *m);
-/* The shape of one example at the input (i = -1) or after layer i. */
+/* The shape of one example at the input (i = -1) or after layer i: its
+ * ndim, or -1 when i is out of range. */
 TG_API int tg_model_shape(const tg_model *m, int i, int64_t shape[TG_MAX_DIMS]);
-/* Parameters (elements) of layer i, or of the whole model for i = -1. */
+/* Parameters (elements) of layer i, or of the whole model for i = -1;
+ * -1 when i is out of range. Known before tg_model_build. */
 TG_API int64_t tg_model_param_count(const tg_model *m, int i);
 /* Bytes of activations per example that layer i outputs (its output size
- * times the dtype size), or their sum over the layers for i = -1. */
+ * times the dtype size; flatten and activations count like any layer, the
+ * input does not), or their sum over the layers for i = -1. */
 TG_API int64_t tg_model_activation_bytes(const tg_model *m, int i);
 /* Writes the summary table: per layer its index, kind, output shape,
- * parameter count and activation bytes per example, then the totals. */
+ * parameter count and activation bytes per example, then the totals
+ * ("total params: 42,968,388", "total activation bytes per example: ...")
+ * and the loss. TG_EIO when writing fails. */
 TG_API tg_status tg_model_summary(tg_ctx *ctx, const tg_model *m, FILE *f);
 
-/* The parameter block (1-D, its grad the gradient block), once built. */
+/* The parameter block (1-D, its grad the gradient block), once built;
+ * NULL for a model without parameters. Owned by the model. */
 TG_API tg_tensor *tg_model_params(const tg_model *m);
 /* The state dict in PyTorch's order (each layer's parameters, then its
- * buffers): count, and entry i, whose name is its key. */
+ * buffers): count, and entry i (NULL out of range), whose name is its key.
+ * Parameters are views of the block. Owned by the model. */
 TG_API int tg_model_state_count(const tg_model *m);
 TG_API tg_tensor *tg_model_state(const tg_model *m, int i);
 /* True when state entry i is a parameter (else a buffer). */
@@ -200,7 +241,8 @@ TG_API bool tg_model_state_is_param(const tg_model *m, int i);
 /* Saves the state dict to a safetensors file (atomically), and loads one
  * into a built model: every key must be present with the right shape and
  * dtype, and (strict) no other key; the first mismatch is reported by
- * name, and nothing is written unless everything fits. */
+ * name, and nothing is written unless everything fits. Both need a built
+ * model (TG_ESTATE); the errors are tg_st_save's and tg_st_load_file's. */
 TG_API tg_status tg_model_save(tg_ctx *ctx, const tg_model *m, const char *path);
 TG_API tg_status tg_model_load_state(tg_ctx *ctx, tg_model *m, const char *path, bool strict);
 
