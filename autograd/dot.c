@@ -550,17 +550,30 @@ static tg_status backward_part(dot *d, const tg_node *node)
         }
         edge(d, b, id, arg_name(node, i), GRAD_EDGE);
     }
-    for (int m = 0; m < node->n_saved_fwd; m++) {
-        const tg_tensor *s = node->saved[m];
+    /* what the vjp reads: the inputs and output whose versions it checks, and what forward saved */
+    const tg_tensor *reads[TG_MAX_SAVED + 64];
+    int n_reads = 0;
+    for (int i = 0; i <= node->n_in && n_reads < 64; i++)
+        if (node->in_version[i] != TG_VERSION_UNCHECKED)
+            reads[n_reads++] = i < node->n_in ? node->in[i] : node->out;
+    for (int m = 0; m < node->n_saved_fwd; m++)
+        reads[n_reads++] = node->saved[m];
+    for (int r = 0; r < n_reads; r++) {
+        const tg_tensor *s = reads[r];
+        bool dup = false;
+        for (int q = 0; q < r && !dup; q++)
+            dup = reads[q] == s;
+        if (dup)
+            continue;
         bool in_graph = on_tape(d, s) || s == d->out;
         for (int i = 0; i < node->n_in && !in_graph; i++)
             in_graph = s == node->in[i];
         if (!in_graph) { /* a tensor only the vjp reads (a mask, softmax probabilities) */
-            snprintf(id, sizeof id, "s%lld_%d", (long long)k, m);
+            snprintf(id, sizeof id, "s%lld_%d", (long long)k, r);
             put(d, "  %s [shape=note, style=filled, fillcolor=\"#f2f2f2\", label=\"saved\\n%s %s, ",
                 id, tg__shape_s(s), short_names[s->dtype]);
             put(d, "%s\"];\n", bytes_s(g, sizeof g, tensor_bytes(s)));
-            if (add_member(d, sc, 's', k, m))
+            if (add_member(d, sc, 's', k, r))
                 return d->ctx->errcode;
         } else if (on_tape(d, s)) {
             int64_t j = s->node->index;
