@@ -13,11 +13,19 @@
  * quotes, backslashes and control characters escaped, so any name is safe.
  * Text goes to a FILE or, for rendering, to a buffer from the context's
  * allocator; everything else lives in the step arena and is rewound.
+ *
+ * Rendering shares one Graphviz context per process, made on first use
+ * and never freed, and renders one graph at a time: Graphviz 2.43's text
+ * layout plugin reads freed memory when a second context follows a freed
+ * one, and Graphviz is not thread-safe. Besides the op registry, it is the
+ * only process-wide state.
  */
+#define _POSIX_C_SOURCE 200809L /* pthread_once */
 #include "impl.h"
 
 #include <errno.h>
 #include <graphviz/gvc.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdarg.h>
 
@@ -1020,14 +1028,24 @@ static const char *format_of(const char *path)
     return NULL;
 }
 
+static GVC_t *gvc_shared;
+static pthread_once_t gvc_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t gvc_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void gvc_make(void) { gvc_shared = gvContext(); }
+
 static tg_status layout_and_render(tg_ctx *ctx, const char *text, const char *format,
                                    const char *path)
 {
-    Agraph_t *g = agmemread(text);
-    if (!g)
-        return TG_ERROR(ctx, TG_EFORMAT, "dot_render: Graphviz rejected the graph's text");
-    GVC_t *gvc = gvContext();
+    pthread_once(&gvc_once, gvc_make);
+    GVC_t *gvc = gvc_shared;
+    pthread_mutex_lock(&gvc_lock);
     tg_status st = TG_OK;
+    Agraph_t *g = agmemread(text);
+    if (!g) {
+        pthread_mutex_unlock(&gvc_lock);
+        return TG_ERROR(ctx, TG_EFORMAT, "dot_render: Graphviz rejected the graph's text");
+    }
     if (!gvc) {
         st = TG_ERROR(ctx, TG_ENOMEM, "dot_render: Graphviz could not make a context");
     } else if (gvLayout(gvc, g, "dot") != 0) {
@@ -1048,8 +1066,7 @@ static tg_status layout_and_render(tg_ctx *ctx, const char *text, const char *fo
         gvFreeLayout(gvc, g);
     }
     agclose(g);
-    if (gvc)
-        gvFreeContext(gvc);
+    pthread_mutex_unlock(&gvc_lock);
     return st;
 }
 
