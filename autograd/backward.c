@@ -7,7 +7,8 @@
  * the first: each one's output gradient is complete by then, because
  * every consumer comes later on the tape. The vjp accumulates into the
  * input gradients. Afterwards the node is consumed (saved values dropped)
- * unless TG_RETAIN_GRAPH, and its output's gradient, an intermediate one,
+ * unless TG_RETAIN_GRAPH (the pointers stay, counted by n_saved_fwd, so a
+ * graph drawn after backward still shows what each vjp read), and its output's gradient, an intermediate one,
  * goes back to the arena's free list unless TG_KEEP_GRADS.
  *
  * Before a vjp runs, the versions of what it may read (inputs, output,
@@ -184,6 +185,21 @@ done:
     return ctx->errcode;
 }
 
+/* run_vjp with the clock and the arena's count read around it. */
+static tg_status run_vjp_profiled(tg_ctx *ctx, tg_node *node, tg_tensor **gin)
+{
+    size_t b0 = ctx->arena_used;
+    uint64_t t0 = tg__now_ns();
+    tg_status st = run_vjp(ctx, node, gin);
+    uint64_t ns = tg__now_ns() - t0;
+    node->vjp_ns = ns ? ns : 1;
+    node->vjp_bytes = ctx->arena_used > b0 ? ctx->arena_used - b0 : 0;
+    node->vjp_profiled = true;
+    if (st == TG_OK)
+        st = tg__profile_add(ctx, tg__node_name(node), true, node->vjp_ns, node->vjp_bytes);
+    return st;
+}
+
 static tg_status sweep(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, unsigned flags)
 {
     if (check_out(ctx, out, gout) || seed(ctx, out, gout))
@@ -213,12 +229,11 @@ static tg_status sweep(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, unsig
                             "TG_RETAIN_GRAPH to the first one to go through it again",
                             (long long)i, node->op->name);
         tg_tensor *y = node->out;
-        if (y->grad && run_vjp(ctx, node, gin))
+        if (y->grad && (ctx->profile ? run_vjp_profiled(ctx, node, gin) : run_vjp(ctx, node, gin)))
             return ctx->errcode;
         if (!(flags & TG_RETAIN_GRAPH)) {
             node->consumed = true;
-            memset(node->saved, 0, sizeof node->saved);
-            node->n_saved = 0;
+            node->n_saved = 0; /* released; saved[] stays for graphs (n_saved_fwd) */
         }
         if (!(flags & TG_KEEP_GRADS) && y->grad) {
             tg__grad_release(ctx, y->grad->data, (size_t)y->numel * tg_dtype_size(y->dtype));

@@ -6,11 +6,13 @@
  * Invariant: bytes_live is the sum of the sizes of the blocks the context
  * holds from its hook; it is zero once tg_ctx_free has run.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "impl.h"
 
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <time.h>
 
 const char *tg_version(void) { return TG_VERSION_STRING; }
 
@@ -134,6 +136,7 @@ void tg_ctx_free(tg_ctx *ctx)
     tg__params_free_all(ctx);
     tg__arena_free_all(ctx);
     tg__free(ctx, ctx->tape, ctx->tape_cap * sizeof *ctx->tape);
+    tg__free(ctx, ctx->prof, ctx->cap_prof * sizeof *ctx->prof);
     ctx->alloc(ctx->alloc_ud, ctx, sizeof *ctx, 0);
 }
 
@@ -142,6 +145,9 @@ void tg_reset(tg_ctx *ctx)
     if (!ctx)
         return;
     ctx->tape_len = 0;
+    ctx->n_sites = 0;
+    ctx->scope = NULL;
+    ctx->scope_next = 0;
     ctx->step++;
     tg__arena_reset(ctx);
 }
@@ -190,6 +196,7 @@ void tg_clear_error(tg_ctx *ctx)
     ctx->errmsg[0] = '\0';
     ctx->errfile = NULL;
     ctx->errline = 0;
+    ctx->n_sites = 0; /* positions of calls that stopped at the error */
 }
 
 int tg_error_at(tg_ctx *ctx, int code, const char *file, int line, const char *fmt, ...)
@@ -243,13 +250,171 @@ bool tg_set_detect_anomaly(tg_ctx *ctx, bool enabled)
 
 bool tg_detect_anomaly(const tg_ctx *ctx) { return ctx && ctx->anomaly; }
 
-tg_ctx *tg_at(tg_ctx *ctx, const char *file, int line)
+tg_ctx *tg_at_op(tg_ctx *ctx, const char *file, int line, const char *name)
 {
-    if (ctx) {
-        ctx->site_file = file;
-        ctx->site_line = line;
+    if (!ctx || ctx->errcode != TG_OK)
+        return ctx;
+    if (ctx->n_sites == TG__SITES) { /* a nest deeper than any real one: drop the oldest */
+        memmove(ctx->sites, ctx->sites + 1, (TG__SITES - 1) * sizeof ctx->sites[0]);
+        ctx->n_sites--;
     }
+    ctx->sites[ctx->n_sites].file = file;
+    ctx->sites[ctx->n_sites].line = line;
+    ctx->sites[ctx->n_sites].name = name;
+    ctx->n_sites++;
     return ctx;
+}
+
+tg_ctx *tg_at(tg_ctx *ctx, const char *file, int line) { return tg_at_op(ctx, file, line, NULL); }
+
+/* ---------------------------------------------------------------- scopes */
+
+tg_status tg_scope_push(tg_ctx *ctx, const char *name)
+{
+    TG__GUARD(ctx, ctx ? ctx->errcode : TG_EINVAL);
+    if (!name || !name[0])
+        return TG_ERROR(ctx, TG_EINVAL, "scope_push: the name is %s", name ? "empty" : "NULL");
+    size_t len = strlen(name);
+    tg_scope *s = tg__arena_alloc(ctx, sizeof *s + len + 1);
+    if (!s)
+        return ctx->errcode;
+    char *copy = (char *)(s + 1);
+    memcpy(copy, name, len + 1);
+    s->name = copy;
+    s->parent = ctx->scope;
+    s->depth = ctx->scope ? ctx->scope->depth + 1 : 1;
+    s->id = ctx->scope_next++;
+    ctx->scope = s;
+    return TG_OK;
+}
+
+tg_status tg_scope_pop(tg_ctx *ctx)
+{
+    TG__GUARD(ctx, ctx ? ctx->errcode : TG_EINVAL);
+    if (!ctx->scope)
+        return TG_ERROR(ctx, TG_ESTATE, "scope_pop: no scope is open (more pops than pushes "
+                                         "since the last tg_reset)");
+    ctx->scope = (tg_scope *)ctx->scope->parent;
+    return TG_OK;
+}
+
+int tg_scope_depth(const tg_ctx *ctx) { return ctx && ctx->scope ? ctx->scope->depth : 0; }
+
+/* ---------------------------------------------------------------- profile */
+
+uint64_t tg__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+bool tg_set_profile(tg_ctx *ctx, bool enabled)
+{
+    if (!ctx)
+        return false;
+    bool prev = ctx->profile;
+    ctx->profile = enabled;
+    return prev;
+}
+
+bool tg_profiling(const tg_ctx *ctx) { return ctx && ctx->profile; }
+
+void tg_profile_reset(tg_ctx *ctx)
+{
+    if (ctx)
+        ctx->n_prof = 0;
+}
+
+tg_status tg__profile_add(tg_ctx *ctx, const char *name, bool vjp, uint64_t ns, uint64_t bytes)
+{
+    tg__prof *p = NULL;
+    for (size_t i = 0; i < ctx->n_prof && !p; i++) /* a few dozen names: a scan is enough */
+        if (ctx->prof[i].name == name || strcmp(ctx->prof[i].name, name) == 0)
+            p = &ctx->prof[i];
+    if (!p) {
+        if (ctx->n_prof == ctx->cap_prof) {
+            size_t cap = ctx->cap_prof ? 2 * ctx->cap_prof : 32;
+            tg__prof *t = tg__realloc(ctx, ctx->prof, ctx->cap_prof * sizeof *t, cap * sizeof *t);
+            if (!t)
+                return ctx->errcode;
+            ctx->prof = t;
+            ctx->cap_prof = cap;
+        }
+        p = &ctx->prof[ctx->n_prof++];
+        memset(p, 0, sizeof *p);
+        p->name = name;
+    }
+    if (vjp) {
+        p->vjp_calls++;
+        p->vjp_ns += ns;
+        p->vjp_bytes += bytes;
+    } else {
+        p->calls++;
+        p->fwd_ns += ns;
+        p->fwd_bytes += bytes;
+    }
+    return TG_OK;
+}
+
+static int by_time(const void *a, const void *b)
+{
+    const tg__prof *x = a, *y = b;
+    uint64_t tx = x->fwd_ns + x->vjp_ns, ty = y->fwd_ns + y->vjp_ns;
+    if (tx != ty)
+        return tx < ty ? 1 : -1;
+    return strcmp(x->name, y->name);
+}
+
+/* "12.345ms" with a unit that suits the value */
+static const char *fmt_ns(char *buf, size_t size, uint64_t ns)
+{
+    if (ns >= 1000000000u)
+        snprintf(buf, size, "%.3fs", ns / 1e9);
+    else if (ns >= 1000000u)
+        snprintf(buf, size, "%.3fms", ns / 1e6);
+    else
+        snprintf(buf, size, "%.3fus", ns / 1e3);
+    return buf;
+}
+
+tg_status tg_profile_print(tg_ctx *ctx, FILE *f)
+{
+    TG__GUARD(ctx, ctx ? ctx->errcode : TG_EINVAL);
+    if (!f)
+        return TG_ERROR(ctx, TG_EINVAL, "profile_print: the file is NULL");
+    qsort(ctx->prof, ctx->n_prof, sizeof *ctx->prof, by_time);
+    uint64_t all = 0, fwd = 0, vjp = 0, calls = 0, bytes = 0;
+    for (size_t i = 0; i < ctx->n_prof; i++) {
+        all += ctx->prof[i].fwd_ns + ctx->prof[i].vjp_ns;
+        fwd += ctx->prof[i].fwd_ns;
+        vjp += ctx->prof[i].vjp_ns;
+        calls += ctx->prof[i].calls;
+        bytes += ctx->prof[i].fwd_bytes + ctx->prof[i].vjp_bytes;
+    }
+    const char *rule = "--------------------  --------  ------------  ------------  ------------  "
+                       "-------  ------------  ------------\n";
+    fputs(rule, f);
+    fprintf(f, "%-20s  %8s  %12s  %12s  %12s  %7s  %12s  %12s\n", "Name", "Calls", "Fwd total",
+            "Vjp total", "Total", "Total %", "Fwd bytes", "Vjp bytes");
+    fputs(rule, f);
+    char a[32], b[32], c[32];
+    for (size_t i = 0; i < ctx->n_prof; i++) {
+        const tg__prof *p = &ctx->prof[i];
+        uint64_t t = p->fwd_ns + p->vjp_ns;
+        fprintf(f, "%-20s  %8llu  %12s  %12s  %12s  %6.2f%%  %12llu  %12llu\n", p->name,
+                (unsigned long long)p->calls, fmt_ns(a, sizeof a, p->fwd_ns),
+                fmt_ns(b, sizeof b, p->vjp_ns), fmt_ns(c, sizeof c, t),
+                all ? 100.0 * (double)t / (double)all : 0.0, (unsigned long long)p->fwd_bytes,
+                (unsigned long long)p->vjp_bytes);
+    }
+    fputs(rule, f);
+    fprintf(f, "%-20s  %8llu  %12s  %12s  %12s  %6.2f%%  %12s  %12llu\n", "(all ops)",
+            (unsigned long long)calls, fmt_ns(a, sizeof a, fwd), fmt_ns(b, sizeof b, vjp),
+            fmt_ns(c, sizeof c, all), all ? 100.0 : 0.0, "", (unsigned long long)bytes);
+    if (fflush(f) != 0 || ferror(f))
+        return TG_ERROR(ctx, TG_EIO, "profile_print: writing the table failed");
+    return TG_OK;
 }
 
 /* ---------------------------------------------------------------- numbers in messages */

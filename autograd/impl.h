@@ -55,6 +55,16 @@ typedef struct tg__mark {
     size_t tape_len;
 } tg__mark;
 
+#define TG__SITES 64 /* call sites a nest of builder calls can hold */
+
+/* The profile's totals for one op name (as called). */
+typedef struct tg__prof {
+    const char *name;
+    uint64_t calls, vjp_calls;
+    uint64_t fwd_ns, vjp_ns;
+    uint64_t fwd_bytes, vjp_bytes;
+} tg__prof;
+
 struct tg_ctx {
     tg_alloc_fn alloc;
     void *alloc_ud;
@@ -85,8 +95,16 @@ struct tg_ctx {
     bool training;
     bool anomaly;
 
-    const char *site_file; /* the caller's position, from tg_at */
-    int site_line;
+    /* callers' positions from tg_at / tg_at_op, popped by each tg_apply */
+    struct { const char *file, *name; int line; } sites[TG__SITES];
+    int n_sites;
+
+    tg_scope *scope;       /* the innermost open scope (step arena), or NULL */
+    int scope_next;        /* the id the next scope gets */
+
+    bool profile;          /* tg_set_profile */
+    tg__prof *prof;        /* per-op totals, n_prof of them (allocator block of cap_prof) */
+    size_t n_prof, cap_prof;
 
     tg__plist params, buffers;
     tg__plist blocks;      /* parameter blocks; their members are in params */
@@ -167,6 +185,18 @@ tg_status tg__same_dtype(tg_ctx *ctx, const char *who, const tg_tensor *a, const
 int tg__axis(tg_ctx *ctx, const char *who, int axis, int ndim);
 /* Element count of a shape, or -1 when the product overflows int64. */
 int64_t tg__numel(int ndim, const int64_t *shape);
+
+/* ---- context.c: the profile */
+/* Monotonic wall time in nanoseconds. */
+uint64_t tg__now_ns(void);
+/* Adds one forward (vjp false) or vjp run of the op called name to the
+ * totals; TG_ENOMEM when the table cannot grow. */
+tg_status tg__profile_add(tg_ctx *ctx, const char *name, bool vjp, uint64_t ns, uint64_t bytes);
+/* The name a node is drawn and profiled under: what the user called, else the op's. */
+static inline const char *tg__node_name(const tg_node *node)
+{
+    return node->called ? node->called : node->op->name;
+}
 
 /* ---- tape.c */
 /* Anomaly mode: TG_ENONFINITE naming the node when t holds a NaN or Inf;

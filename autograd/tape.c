@@ -53,9 +53,22 @@ static tg_status check_inputs(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in
     return TG_OK;
 }
 
-tg_tensor *tg_apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n, const void *attrs)
+/* The node's call site: the newest position noted by tg_at_op, taken off the stack. */
+static void take_site(tg_ctx *ctx, tg_node *node)
 {
-    TG__GUARD(ctx, NULL);
+    if (ctx->n_sites == 0)
+        return;
+    ctx->n_sites--;
+    node->file = ctx->sites[ctx->n_sites].file;
+    node->line = ctx->sites[ctx->n_sites].line;
+    node->called = ctx->sites[ctx->n_sites].name;
+    if (node->called && strcmp(node->called, node->op->name) == 0)
+        node->called = NULL;
+}
+
+static tg_tensor *apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n,
+                        const void *attrs, tg_node **made)
+{
     if (!op || !op->forward || !op->name) {
         TG_ERROR(ctx, TG_EINVAL, "apply: op is NULL or incomplete");
         return NULL;
@@ -76,8 +89,9 @@ tg_tensor *tg_apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n, c
     node->in = (tg_tensor **)(node + 1);
     node->in_version = (uint64_t *)(node->in + n);
     memset(node->in_version, 0, vers);
-    node->file = ctx->site_file;
-    node->line = ctx->site_line;
+    take_site(ctx, node);
+    node->scope = ctx->scope;
+    *made = node;
     bool any_grad = false;
     for (int i = 0; i < n; i++) {
         node->in[i] = in[i];
@@ -118,6 +132,7 @@ tg_tensor *tg_apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n, c
             node->in_version[n] = tg_tensor_version(out);
         for (int i = 0; i < node->n_saved; i++)
             node->saved_version[i] = tg_tensor_version(node->saved[i]);
+        node->n_saved_fwd = node->n_saved;
         if (tape_push(ctx, node))
             return NULL;
         out->node = node;
@@ -128,6 +143,35 @@ tg_tensor *tg_apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n, c
     if (ctx->anomaly && tg__anomaly_check(ctx, node, out, -1))
         return NULL;
     return out;
+}
+
+/* apply with the clock and the arena's count read around it. */
+static tg_tensor *apply_profiled(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n,
+                                 const void *attrs)
+{
+    tg_node *node = NULL;
+    size_t b0 = ctx->arena_used;
+    uint64_t t0 = tg__now_ns();
+    tg_tensor *out = apply(ctx, op, in, n, attrs, &node);
+    uint64_t ns = tg__now_ns() - t0;
+    size_t bytes = ctx->arena_used > b0 ? ctx->arena_used - b0 : 0;
+    if (!node)
+        return out;
+    node->fwd_ns = ns ? ns : 1;
+    node->fwd_bytes = bytes;
+    node->fwd_profiled = true;
+    if (out && tg__profile_add(ctx, tg__node_name(node), false, node->fwd_ns, bytes))
+        return NULL;
+    return out;
+}
+
+tg_tensor *tg_apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n, const void *attrs)
+{
+    TG__GUARD(ctx, NULL);
+    if (ctx->profile)
+        return apply_profiled(ctx, op, in, n, attrs);
+    tg_node *node;
+    return apply(ctx, op, in, n, attrs, &node);
 }
 
 static const char *first_bad(const tg_tensor *t, int64_t *at)

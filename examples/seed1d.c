@@ -3,11 +3,12 @@
  * synthetic data: a sequence is labelled 1 when its first half has the
  * larger sum. Prints the loss as it falls and writes the graph.
  *
- *   seed1d [OUTDIR]     writes OUTDIR/seed1d.dot and OUTDIR/seed1d.svg
+ *   seed1d [OUTDIR]     writes OUTDIR/seed1d.dot and, rendered by the library,
+ *                       OUTDIR/seed1d.svg (forward), seed1d_backward.svg and
+ *                       seed1d_collapsed.svg
  */
 #include <stdio.h>
 
-#include "render_svg.h"
 #include "seed1d_net.h"
 
 /* A batch of n sequences and their labels, from the context RNG. */
@@ -67,17 +68,28 @@ int main(int argc, char **argv)
     tg_set_training(ctx, true);
     tg_tensor *x, *y;
     make_batch(ctx, 4, &x, &y);
-    loss = tg_bce(ctx, seed1d_forward(ctx, &m, x), y, TG_MEAN);
+    tg_scope_push(ctx, "model");
+    tg_tensor *prob = seed1d_forward(ctx, &m, x);
+    tg_scope_pop(ctx);
+    tg_scope_push(ctx, "loss");
+    loss = tg_bce(ctx, prob, y, TG_MEAN);
+    tg_scope_pop(ctx);
     tg_backward(ctx, loss);
-    char dot_path[1024], svg_path[1024];
-    snprintf(dot_path, sizeof dot_path, "%s/seed1d.dot", outdir);
-    snprintf(svg_path, sizeof svg_path, "%s/seed1d.svg", outdir);
-    tg_dot_opts o = {.title = "the notes' 1-D network (batch of 4)", .show_grad_norm = true};
-    if (tg_dot_save(ctx, loss, dot_path, &o) != TG_OK || render_svg(dot_path, svg_path) != 0) {
-        fprintf(stderr, "seed1d: cannot write the graph: %s\n", tg_errmsg(ctx));
-        return 1;
+    static const char *const files[] = {"seed1d.dot", "seed1d.svg", "seed1d_backward.svg",
+                                        "seed1d_collapsed.svg"};
+    static const tg_dot_view views[] = {TG_VIEW_FORWARD, TG_VIEW_FORWARD, TG_VIEW_BACKWARD,
+                                        TG_VIEW_COLLAPSED};
+    for (int i = 0; i < 4; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", outdir, files[i]);
+        tg_dot_opts o = {.title = "the notes' 1-D network (batch of 4)", .show_grad_norm = true,
+                         .view = views[i], .stats = true};
+        if (tg_dot_render(ctx, loss, path, &o) != TG_OK) {
+            fprintf(stderr, "seed1d: cannot write the graph: %s\n", tg_errmsg(ctx));
+            return 1;
+        }
+        printf("wrote %s\n", path);
     }
-    printf("wrote %s and %s\n", dot_path, svg_path);
     tg_ctx_free(ctx);
     return 0;
 }

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "render_svg.h"
 #include "tapegrad.h"
 
 /* sigmoid from the basic ops: (1 + exp(-z))^-1 */
@@ -61,12 +60,9 @@ int main(int argc, char **argv)
     snprintf(dot_path, sizeof dot_path, "%s/neuron.dot", outdir);
     snprintf(svg_path, sizeof svg_path, "%s/neuron.svg", outdir);
     tg_dot_opts o = {.title = "y = sigmoid(W x + b), loss = mean((y - t)^2)", .show_grad_norm = true};
-    if (tg_dot_save(ctx, loss, dot_path, &o) != TG_OK) {
+    if (tg_dot_render(ctx, loss, dot_path, &o) != TG_OK ||
+        tg_dot_render(ctx, loss, svg_path, &o) != TG_OK) {
         fprintf(stderr, "error: %s\n", tg_errmsg(ctx));
-        return 1;
-    }
-    if (render_svg(dot_path, svg_path) != 0) {
-        fprintf(stderr, "error: Graphviz could not render %s\n", dot_path);
         return 1;
     }
     printf("wrote %s and %s\n", dot_path, svg_path);

@@ -427,12 +427,16 @@ static int conv1d_sample(tg_ctx *ctx, int index, tg_sample *s)
     return conv_sample_from(ctx, cases, 3, 3, index, s);
 }
 
+static const char *const conv_names[] = {"x", "weight", "bias", NULL}; /* graph edge labels */
+
 const tg_op tg__op_conv1d = {.name = "conv1d", .min_in = 2, .max_in = 3,
                              .attr_size = sizeof(tg_conv_attrs), .forward = conv_forward,
-                             .vjp = conv_vjp, .print_attrs = conv_print, .sample = conv1d_sample};
+                             .vjp = conv_vjp, .print_attrs = conv_print, .sample = conv1d_sample,
+                             .input_names = conv_names};
 const tg_op tg__op_conv2d = {.name = "conv2d", .min_in = 2, .max_in = 3,
                              .attr_size = sizeof(tg_conv_attrs), .forward = conv_forward,
-                             .vjp = conv_vjp, .print_attrs = conv_print, .sample = conv2d_sample};
+                             .vjp = conv_vjp, .print_attrs = conv_print, .sample = conv2d_sample,
+                             .input_names = conv_names};
 
 static tg_tensor *conv(tg_ctx *ctx, const tg_op *op, tg_tensor *x, tg_tensor *w, tg_tensor *b,
                        const tg_conv_attrs *a)

@@ -169,10 +169,13 @@ static int binary_sample(tg_ctx *ctx, int index, tg_sample *s)
     return s->in[0] && s->in[1] ? 1 : tg_errcode(ctx);
 }
 
+static const char *const binary_names[] = {"a", "b", NULL}; /* graph edge labels */
+
 #define BINARY_OP(NAME, KIND)                                                            \
     const tg_op tg__op_##NAME = {                                                        \
         .name = #NAME, .min_in = 2, .max_in = 2, .forward = binary_forward,              \
-        .vjp = binary_vjp, .sample = binary_sample, .impl = &kinds[KIND]};               \
+        .vjp = binary_vjp, .sample = binary_sample, .impl = &kinds[KIND],                \
+        .input_names = binary_names};                                                    \
     tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *a, tg_tensor *b)                        \
     {                                                                                    \
         tg_tensor *in[2] = {a, b};                                                       \

@@ -172,9 +172,12 @@ static int matmul_sample(tg_ctx *ctx, int index, tg_sample *s)
     return s->in[1] ? 1 : tg_errcode(ctx);
 }
 
+static const char *const matmul_names[] = {"a", "b", NULL}; /* graph edge labels */
+
 const tg_op tg__op_matmul = {.name = "matmul", .min_in = 2, .max_in = 2,
                              .forward = matmul_forward, .vjp = matmul_vjp,
-                             .sample = matmul_sample};
+                             .sample = matmul_sample,
+                             .input_names = matmul_names};
 
 tg_tensor *tg_matmul(tg_ctx *ctx, tg_tensor *a, tg_tensor *b)
 {
@@ -286,9 +289,12 @@ static int linear_sample(tg_ctx *ctx, int index, tg_sample *s)
     return s->in[s->n_in - 1] ? 1 : tg_errcode(ctx);
 }
 
+static const char *const linear_names[] = {"x", "weight", "bias", NULL};
+
 const tg_op tg__op_linear = {.name = "linear", .min_in = 2, .max_in = 3,
                              .forward = linear_forward, .vjp = linear_vjp,
-                             .sample = linear_sample};
+                             .sample = linear_sample,
+                             .input_names = linear_names};
 
 tg_tensor *tg_linear(tg_ctx *ctx, tg_tensor *x, tg_tensor *w, tg_tensor *b)
 {

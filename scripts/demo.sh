@@ -3,7 +3,10 @@
 # gradient, and trains two small models, drawing their graphs.
 # Outputs land in out/ (open the .svg files in a browser):
 #   gradcheck.txt          one row per op: float64 vjp against finite differences
-#   seed1d.svg, .dot       the course notes' 1-D network, trained on synthetic data
+#   seed1d.svg, .dot       the course notes' 1-D network, trained on synthetic data:
+#                          forward graph (seed1d.svg), backward (seed1d_backward.svg)
+#                          and collapsed to its scopes (seed1d_collapsed.svg), all
+#                          rendered by the library (tg_dot_render)
 #   neuron.svg, .dot       y = sigmoid(W x + b)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "fixtures/dot/small_graph.h"
 
 static char *dot_text(tg_ctx *ctx, const tg_tensor *out, const tg_dot_opts *opts)
 {
@@ -132,6 +133,43 @@ START_TEST(files_and_errors)
 }
 END_TEST
 
+/* Each view of fixtures/dot/small_graph.h against its golden file, byte
+ * for byte; TG_REGEN_FIXTURES=1 rewrites the files (review the diff). */
+START_TEST(golden_views)
+{
+    static const char *const names[] = {"forward", "backward", "both", "collapsed"};
+    const char *regen = getenv("TG_REGEN_FIXTURES");
+    tg_ctx *ctx = tg_ctx_new(1);
+    tg_tensor *loss = small_graph(ctx);
+    ck_assert_int_eq(tg_backward(ctx, loss), TG_OK);
+    for (int v = 0; v < 4; v++) {
+        tg_dot_opts o = {.title = names[v], .view = (tg_dot_view)v, .show_grad_norm = true,
+                         .stats = v == 0};
+        char *text = dot_text(ctx, loss, &o);
+        char path[512];
+        snprintf(path, sizeof path, "%s/dot/%s.dot", TG_FIXTURES, names[v]);
+        if (regen && strcmp(regen, "1") == 0) {
+            FILE *f = fopen(path, "w");
+            ck_assert_ptr_nonnull(f);
+            fputs(text, f);
+            fclose(f);
+        }
+        FILE *f = fopen(path, "r");
+        ck_assert_msg(f != NULL, "%s is missing (TG_REGEN_FIXTURES=1 writes it)", path);
+        static char want[1 << 16];
+        size_t n = fread(want, 1, sizeof want - 1, f);
+        want[n] = '\0';
+        fclose(f);
+        ck_assert_msg(strcmp(text, want) == 0, "%s differs; the graph is now:\n%s", path, text);
+        Agraph_t *g = agmemread(text);
+        ck_assert_ptr_nonnull(g);
+        agclose(g);
+        free(text);
+    }
+    tg_ctx_free(ctx);
+}
+END_TEST
+
 Suite *tg_test_suite(void)
 {
     Suite *s = suite_create("dot");
@@ -140,6 +178,7 @@ Suite *tg_test_suite(void)
     tcase_add_test(tc, hostile_names_are_escaped);
     tcase_add_test(tc, gradient_norms_after_backward);
     tcase_add_test(tc, files_and_errors);
+    tcase_add_test(tc, golden_views);
     suite_add_tcase(s, tc);
     return s;
 }

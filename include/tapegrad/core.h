@@ -193,6 +193,59 @@ TG_API bool tg_detect_anomaly(const tg_ctx *ctx);
  */
 TG_API tg_ctx *tg_at(tg_ctx *ctx, const char *file, int line);
 
+/*
+ * tg_at for a named builder: the macros in tapegrad/ops.h call it with the
+ * name the user called ("sub_scalar", "flatten", "transpose"), which the
+ * node keeps beside the op it records ("add_scalar", "reshape", "permute"),
+ * so graphs label ops as the user wrote them. The positions are kept on a
+ * small stack that each recorded op pops, so nested calls
+ * (tg_relu(ctx, tg_linear(ctx, ...))) pair up whatever order the compiler
+ * evaluates arguments in. A builder called without its macro
+ * ((tg_relu)(ctx, x)) inside a macro'd call may take its caller's entry.
+ * name may be NULL (the op's own name). The stack is emptied by tg_reset
+ * and tg_clear_error; nothing is pushed while an error is held.
+ */
+TG_API tg_ctx *tg_at_op(tg_ctx *ctx, const char *file, int line, const char *name);
+
+/* ---------------------------------------------------------------- scopes */
+
+/*
+ * Names a region of the graph: every op recorded between
+ * tg_scope_push(ctx, "conv1") and the matching tg_scope_pop(ctx) remembers
+ * the scope (node->scope), and graphs draw each scope as a cluster, or as
+ * a single box in the collapsed view. Scopes nest ("block1" > "conv1").
+ * The name is copied into the step arena; tg_reset closes every scope.
+ * Errors: TG_EINVAL (NULL or empty name), TG_ENOMEM; popping with no scope
+ * open is TG_ESTATE.
+ */
+TG_API tg_status tg_scope_push(tg_ctx *ctx, const char *name);
+TG_API tg_status tg_scope_pop(tg_ctx *ctx);
+/* How many scopes are open (0 for none or a NULL ctx). */
+TG_API int tg_scope_depth(const tg_ctx *ctx);
+
+/* ---------------------------------------------------------------- profile */
+
+/*
+ * Profiling (off by default): every op run and every vjp records its wall
+ * time and the step-arena bytes handed out while it ran, on its node
+ * (node->fwd_ns, fwd_bytes, vjp_ns, vjp_bytes, drawn by tg_dot_write) and
+ * in per-op totals kept by the context since the last tg_profile_reset
+ * (every op run counts, recorded or not). Off, it costs one branch per op
+ * and per vjp. Gradient buffers reused from the step's free list are not
+ * counted as bytes. Returns the previous setting.
+ */
+TG_API bool tg_set_profile(tg_ctx *ctx, bool enabled);
+TG_API bool tg_profiling(const tg_ctx *ctx);
+/* Forgets the per-op totals (the nodes keep theirs until tg_reset). */
+TG_API void tg_profile_reset(tg_ctx *ctx);
+/*
+ * Prints the per-op totals as a table sorted by total time, like PyTorch's
+ * profiler's key_averages().table(): op (as called), calls, forward and vjp
+ * time, their share, bytes; a total line closes it. Errors: TG_EINVAL
+ * (NULL f), TG_EIO (a write failed).
+ */
+TG_API tg_status tg_profile_print(tg_ctx *ctx, FILE *f);
+
 /* ---------------------------------------------------------------- RNG */
 
 /* Reseeds the context RNG (xoshiro256** seeded by splitmix64). The same

@@ -66,6 +66,14 @@ typedef struct tg_op tg_op;
 /* A version a node does not check (see tg_node_value_unused). */
 #define TG_VERSION_UNCHECKED UINT64_MAX
 
+/* A scope (tg_scope_push), in the step arena until tg_reset. */
+typedef struct tg_scope {
+    const char *name;
+    const struct tg_scope *parent; /* the enclosing scope, or NULL */
+    int depth;                     /* 1 for a scope at top level */
+    int id;                        /* 0, 1, ... in order of push within the step */
+} tg_scope;
+
 /* A recorded (or about to be recorded) application of an op. Read-only to
  * op authors except through tg_node_save and tg_node_value_unused. */
 struct tg_node {
@@ -87,6 +95,14 @@ struct tg_node {
     uint64_t saved_version[TG_MAX_SAVED];
     const char *file;               /* the caller's code that recorded it (tg_at), or NULL */
     int line;
+    const char *called;             /* the builder the user called ("sub_scalar"), or NULL */
+    const tg_scope *scope;          /* the innermost open scope when it ran, or NULL */
+    int n_saved_fwd;                /* how many forward saved; saved[] keeps them for graphs
+                                       until tg_reset, after the vjp has released them */
+    /* with tg_set_profile: wall time (ns) and step-arena bytes of forward and vjp */
+    uint64_t fwd_ns, vjp_ns;
+    size_t fwd_bytes, vjp_bytes;
+    bool fwd_profiled, vjp_profiled;
 };
 
 /*
@@ -137,6 +153,9 @@ struct tg_op {
     int (*sample)(tg_ctx *ctx, int index, tg_sample *s);
     const void *impl;   /* free for the op's author (e.g. one forward shared by several ops) */
     unsigned flags;     /* TG_OP_* */
+    /* the arguments' names in input order, NULL-terminated ({"x", "weight",
+     * "bias", NULL}), for graph edge labels; NULL for none */
+    const char *const *input_names;
 };
 
 /*
@@ -178,8 +197,8 @@ TG_API void tg_node_value_unused(tg_node *node, int i);
 
 /* With the call-site macros (see tg_at in core.h). */
 #ifndef TG_NO_CALLSITE
-#define tg_apply(ctx, ...) tg_apply(tg_at((ctx), __FILE__, __LINE__), __VA_ARGS__)
-#define tg_apply_named(ctx, ...) tg_apply_named(tg_at((ctx), __FILE__, __LINE__), __VA_ARGS__)
+#define tg_apply(ctx, ...) tg_apply(tg_at_op((ctx), __FILE__, __LINE__, NULL), __VA_ARGS__)
+#define tg_apply_named(ctx, ...) tg_apply_named(tg_at_op((ctx), __FILE__, __LINE__, NULL), __VA_ARGS__)
 #endif
 
 #ifdef __cplusplus
