@@ -333,12 +333,16 @@ static int logits_sample(tg_ctx *ctx, int index, tg_sample *s)
     return s->in[2] ? 1 : tg_errcode(ctx);
 }
 
+/* graph edge labels; the third input is the weight or pos_weight */
+static const char *const pair_names[] = {"input", "target", "pos_weight", NULL};
+static const char *const class_names[] = {"input", "target", "weight", NULL};
+
 #define PAIR_OP(NAME, KIND, SAMPLE, MAX_IN)                                              \
     const tg_op tg__op_##NAME = {.name = #NAME, .min_in = 2, .max_in = MAX_IN,           \
                                  .attr_size = sizeof(tg_loss_attrs),                     \
                                  .forward = pair_forward, .vjp = pair_vjp,               \
                                  .print_attrs = loss_print, .sample = SAMPLE,            \
-                                 .impl = &kinds[KIND]};                                  \
+                                 .impl = &kinds[KIND], .input_names = pair_names};       \
     tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *x, tg_tensor *y, tg_reduction reduction) \
     {                                                                                    \
         tg_loss_attrs a = {reduction};                                                   \
@@ -820,7 +824,8 @@ static int ce_print(const tg_node *node, char *buf, size_t size)
 const tg_op tg__op_cross_entropy = {.name = "cross_entropy", .min_in = 2, .max_in = 3,
                                     .attr_size = sizeof(tg_ce_attrs), .forward = ce_forward,
                                     .vjp = ce_vjp, .print_attrs = ce_print,
-                                    .sample = ce_sample, .flags = TG_OP_INT64_INPUTS};
+                                    .sample = ce_sample, .flags = TG_OP_INT64_INPUTS,
+                                    .input_names = class_names};
 
 tg_tensor *tg_cross_entropy_ex(tg_ctx *ctx, tg_tensor *logits, tg_tensor *target,
                                tg_tensor *weight, const tg_ce_attrs *attrs)
@@ -941,7 +946,7 @@ static int nll_print(const tg_node *node, char *buf, size_t size)
 const tg_op tg__op_nll_loss = {.name = "nll_loss", .min_in = 2, .max_in = 3,
                                .attr_size = sizeof(tg_ce_attrs), .forward = nll_forward,
                                .vjp = nll_vjp, .print_attrs = nll_print, .sample = nll_sample,
-                               .flags = TG_OP_INT64_INPUTS};
+                               .flags = TG_OP_INT64_INPUTS, .input_names = class_names};
 
 tg_tensor *tg_nll_loss_ex(tg_ctx *ctx, tg_tensor *logp, tg_tensor *target, tg_tensor *weight,
                           tg_reduction reduction, int64_t ignore_index)
