@@ -1,33 +1,88 @@
 /*
- * tapegrad.c: the command-line program. Thin: it parses arguments and
- * calls the library.
+ * tapegrad.c: the command-line program. Thin: each command parses its
+ * arguments and calls the library.
  *
- *   tapegrad gradcheck [OP ...]   float64 gradcheck of every registered op (or those named)
- *   tapegrad ops                  the registered ops
+ *   tapegrad summary MODEL               layers, shapes, parameters, activation memory
+ *   tapegrad train MODEL [options]       train on Fashion-MNIST, with checkpoints, CSV and curves
+ *   tapegrad eval MODEL --load CKPT      test loss, accuracy and the confusion matrix
+ *   tapegrad grad MODEL --params P ...   one forward and backward pass, from and to safetensors
+ *   tapegrad gradcheck [OP ...]          float64 gradcheck of registered ops (--load LIB for yours)
+ *   tapegrad ops                         the registered ops
  *   tapegrad version
  */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "tapegrad.h"
+#include "cli.h"
 
-static void usage(FILE *f)
+static const char usage_text[] =
+    "usage: tapegrad COMMAND [ARGS]\n"
+    "\n"
+    "  summary MODEL          per layer: output shape, parameters, activation memory; totals\n"
+    "  train MODEL            train on Fashion-MNIST (checkpoints, metrics CSV, curves SVG)\n"
+    "  eval MODEL --load C    test loss, accuracy and confusion matrix of a checkpoint\n"
+    "  grad MODEL ...         one forward and backward pass, from and to safetensors files\n"
+    "  gradcheck [OP ...]     check ops' vjps against finite differences in float64\n"
+    "  ops                    list the registered ops\n"
+    "  version                print the version\n"
+    "\n"
+    "'tapegrad COMMAND --help' describes a command. MODEL is a model file (.tgm).\n";
+
+static const char gradcheck_usage[] =
+    "usage: tapegrad gradcheck [OP ...] [--load LIB.so]\n"
+    "\n"
+    "Checks each registered op's vjp (or each OP named) against central finite\n"
+    "differences in float64 over the op's sample inputs, one row per op, then a\n"
+    "closing 'N passed, M failed' line. Exit status 1 when any failed.\n"
+    "\n"
+    "  --load LIB.so   first load a shared library of your own ops: it must export\n"
+    "                  'tg_status tg_register_ops(tg_ctx *ctx)', which registers them\n"
+    "                  with tg_op_register; with --load and no OP, only its ops are checked\n";
+
+/* Loads LIB and calls its tg_register_ops; the new ops are listed in wanted. */
+static int load_ops(tg_ctx *ctx, const char *lib, const char **wanted, int *n_wanted, int max)
 {
-    fprintf(f, "usage: tapegrad gradcheck [OP ...]   check every op's vjp against finite differences\n"
-               "       tapegrad ops                  list the registered ops\n"
-               "       tapegrad version\n");
+    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fprintf(stderr, "tapegrad gradcheck: cannot load '%s': %s\n", lib, dlerror());
+        return CLI_FAIL;
+    }
+    tg_status (*reg)(tg_ctx *);
+    *(void **)&reg = dlsym(h, "tg_register_ops");
+    if (!reg) {
+        fprintf(stderr, "tapegrad gradcheck: '%s' does not export tg_register_ops\n", lib);
+        return CLI_FAIL; /* the handle stays open: the process ends soon */
+    }
+    int before = tg_op_count();
+    const tg_op *known[1024];
+    int n_known = 0;
+    for (const tg_op *op = tg_op_next(NULL); op && n_known < 1024; op = tg_op_next(op))
+        known[n_known++] = op;
+    if (reg(ctx) != TG_OK)
+        return cli_fail("gradcheck", ctx);
+    for (const tg_op *op = tg_op_next(NULL); op && *n_wanted < max; op = tg_op_next(op)) {
+        bool old = false;
+        for (int i = 0; i < n_known && !old; i++)
+            old = known[i] == op;
+        if (!old)
+            wanted[(*n_wanted)++] = op->name;
+    }
+    if (tg_op_count() == before)
+        fprintf(stderr, "tapegrad gradcheck: '%s' registered no op\n", lib);
+    return CLI_OK;
 }
 
 /* One row per op: name, cases, entries compared, max abs and rel error, verdict. */
-static int gradcheck(tg_ctx *ctx, int argc, char **argv)
+static int check_ops(tg_ctx *ctx, const char **names, int n)
 {
     int passed = 0, failed = 0;
     printf("%-18s %5s %8s %12s %12s  %s\n", "op", "cases", "entries", "max abs err", "max rel err",
            "result");
     for (const tg_op *op = tg_op_next(NULL); op; op = tg_op_next(op)) {
-        bool wanted = argc == 0;
-        for (int i = 0; i < argc && !wanted; i++)
-            wanted = strcmp(argv[i], op->name) == 0;
+        bool wanted = n == 0;
+        for (int i = 0; i < n && !wanted; i++)
+            wanted = strcmp(names[i], op->name) == 0;
         if (!wanted)
             continue;
         tg_gradcheck_result r;
@@ -45,17 +100,38 @@ static int gradcheck(tg_ctx *ctx, int argc, char **argv)
         }
         tg_reset(ctx);
     }
-    for (int i = 0; i < argc; i++)
-        if (!tg_op_find(argv[i])) {
-            printf("%-18s %5s %8s %12s %12s  FAIL: no such op\n", argv[i], "-", "-", "-", "-");
+    for (int i = 0; i < n; i++)
+        if (!tg_op_find(names[i])) {
+            printf("%-18s %5s %8s %12s %12s  FAIL: no such op\n", names[i], "-", "-", "-", "-");
             failed++;
         }
     printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return failed ? CLI_FAIL : CLI_OK;
+}
+
+int cmd_gradcheck(int argc, char **argv)
+{
+    const char *lib = NULL, *pos[256];
+    cli_opt opts[] = {{"load", &lib, NULL}, {NULL, NULL, NULL}};
+    int n = 0, rc = cli_parse("gradcheck", gradcheck_usage, argc, argv, opts, pos, 0, 128, &n);
+    if (rc != CLI_OK)
+        return rc == CLI_HELP ? CLI_OK : rc;
+    tg_ctx *ctx = tg_ctx_new(20261123);
+    if (!ctx)
+        return cli_fail("gradcheck", NULL);
+    if (lib) /* the library's ops join the list only when none was named */
+        rc = load_ops(ctx, lib, pos, &n, n ? n : 256);
+    if (rc == CLI_OK)
+        rc = check_ops(ctx, pos, n);
+    tg_ctx_free(ctx);
+    return rc;
 }
 
 static int list_ops(void)
 {
+    tg_ctx *ctx = tg_ctx_new(0); /* registers the built-ins */
+    if (!ctx)
+        return cli_fail("ops", NULL);
     for (const tg_op *op = tg_op_next(NULL); op; op = tg_op_next(op)) {
         char inputs[32];
         if (op->max_in < 0)
@@ -66,32 +142,35 @@ static int list_ops(void)
             snprintf(inputs, sizeof inputs, "%d to %d", op->min_in, op->max_in);
         printf("%-18s inputs: %-10s%s\n", op->name, inputs, op->sample ? "" : "  (no samples)");
     }
-    return 0;
+    tg_ctx_free(ctx);
+    return CLI_OK;
 }
 
 int main(int argc, char **argv)
 {
+    static const struct {
+        const char *name;
+        int (*run)(int, char **);
+    } cmds[] = {{"summary", cmd_summary}, {"train", cmd_train},         {"eval", cmd_eval},
+                {"grad", cmd_grad},       {"gradcheck", cmd_gradcheck}};
     if (argc < 2) {
-        usage(stderr);
-        return 2;
+        fputs(usage_text, stderr);
+        return CLI_USAGE;
     }
-    tg_ctx *ctx = tg_ctx_new(20261123);
-    if (!ctx) {
-        fprintf(stderr, "tapegrad: cannot create a context (out of memory)\n");
-        return 1;
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        fputs(usage_text, stdout);
+        return CLI_OK;
     }
-    int rc;
-    if (strcmp(argv[1], "gradcheck") == 0) {
-        rc = gradcheck(ctx, argc - 2, argv + 2);
-    } else if (strcmp(argv[1], "ops") == 0) {
-        rc = list_ops();
-    } else if (strcmp(argv[1], "version") == 0) {
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(cmd, cmds[i].name))
+            return cmds[i].run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "ops"))
+        return list_ops();
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("tapegrad %s\n", tg_version());
-        rc = 0;
-    } else {
-        usage(stderr);
-        rc = 2;
+        return CLI_OK;
     }
-    tg_ctx_free(ctx);
-    return rc;
+    fprintf(stderr, "tapegrad: '%s' is not a command\n\n%s", cmd, usage_text);
+    return CLI_USAGE;
 }
