@@ -145,7 +145,7 @@ static void draw(cli_progress *p, double loss, bool final)
     double now = cli_now(), elapsed = now - p->start;
     double rate = elapsed > 0 ? (double)p->examples / elapsed : 0;
     double left = p->done ? elapsed * (double)(p->total - p->done) / (double)p->done : 0;
-    char el[16], lf[16];
+    char el[48], lf[48];
     clock_text(el, sizeof el, elapsed);
     clock_text(lf, sizeof lf, left);
     if (p->tty) {

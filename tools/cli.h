@@ -67,6 +67,7 @@ int cmd_summary(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_dot(int argc, char **argv);
 
 /* plot.c: the loss and accuracy curves of a run as an SVG, drawn with
  * PLplot: train and test loss against the epoch on the left, test

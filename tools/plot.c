@@ -42,7 +42,7 @@ static void series(int n, const double *x, const double *y, int color, PLINT sym
 
 static void legend(const char *const *text, const PLINT *colors, int n)
 {
-    PLINT opts[2], lcol[2], lstyle[2] = {1, 1}, scol[2], snum[2] = {1, 1};
+    PLINT opts[2], lcol[2], lstyle[2] = {1, 1}, scol[2], snum[2] = {1, 1}, black[2] = {1, 1};
     PLFLT lwidth[2] = {2, 2}, sscale[2] = {1, 1};
     const char *sym[2] = {"#(728)", "#(727)"};
     for (int i = 0; i < n; i++) {
@@ -51,8 +51,8 @@ static void legend(const char *const *text, const PLINT *colors, int n)
     }
     PLFLT w, h;
     pllegend(&w, &h, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX, PL_POSITION_TOP | PL_POSITION_RIGHT,
-             0.02, 0.02, 0.1, 0, 1, 1, 0, 0, n, opts, 1.0, 1.0, 2.0, 1.0, NULL, colors, text, NULL,
-             NULL, NULL, NULL, lcol, lstyle, lwidth, scol, sscale, snum, sym);
+             0.02, 0.02, 0.1, 0, 1, 1, 0, 0, n, opts, 1.0, 1.0, 2.0, 1.0, black, text, NULL, NULL,
+             NULL, NULL, lcol, lstyle, lwidth, scol, sscale, snum, sym);
 }
 
 bool cli_plot_curves(const char *path, int n, const double *train_loss, const double *test_loss,
@@ -66,7 +66,7 @@ bool cli_plot_curves(const char *path, int n, const double *train_loss, const do
     }
     for (int i = 0; i < n; i++)
         x[i] = i + 1;
-    double xlo = n > 1 ? 1 : 0.5, xhi = n > 1 ? n : 1.5, lo, hi;
+    double xlo = 0.7, xhi = n + 0.3, lo, hi;
     plsdev("svg");
     plsfnam(path);
     plsetopt("geometry", "1000x420");
@@ -78,8 +78,8 @@ bool cli_plot_curves(const char *path, int n, const double *train_loss, const do
     plssub(2, 1);
     plinit();
     range(n, train_loss, test_loss, &lo, &hi);
-    pladv(0);
     plcol0(1);
+    plwidth(1.0);
     plenv(xlo, xhi, lo, hi, 0, 2);
     pllab("epoch", "loss", "loss per epoch");
     series(n, x, train_loss, 2, 17);
@@ -90,8 +90,8 @@ bool cli_plot_curves(const char *path, int n, const double *train_loss, const do
         for (int i = 0; i < n; i++)
             pct[i] = 100.0 * test_acc[i];
         range(n, pct, NULL, &lo, &hi);
-        pladv(0);
         plcol0(1);
+        plwidth(1.0);
         plenv(xlo, xhi, lo, hi, 0, 2);
         pllab("epoch", "accuracy (%)", "test accuracy");
         series(n, x, pct, 4, 17);

@@ -6,6 +6,7 @@
  *   tapegrad train MODEL [options]       train on Fashion-MNIST, with checkpoints, CSV and curves
  *   tapegrad eval MODEL --load CKPT      test loss, accuracy and the confusion matrix
  *   tapegrad grad MODEL --params P ...   one forward and backward pass, from and to safetensors
+ *   tapegrad dot MODEL [-o graph.svg]    draw its graph (forward, backward, collapsed)
  *   tapegrad gradcheck [OP ...]          float64 gradcheck of registered ops (--load LIB for yours)
  *   tapegrad ops                         the registered ops
  *   tapegrad version
@@ -23,6 +24,7 @@ static const char usage_text[] =
     "  train MODEL            train on Fashion-MNIST (checkpoints, metrics CSV, curves SVG)\n"
     "  eval MODEL --load C    test loss, accuracy and confusion matrix of a checkpoint\n"
     "  grad MODEL ...         one forward and backward pass, from and to safetensors files\n"
+    "  dot MODEL              draw the graph of one forward and backward pass\n"
     "  gradcheck [OP ...]     check ops' vjps against finite differences in float64\n"
     "  ops                    list the registered ops\n"
     "  version                print the version\n"
@@ -152,7 +154,7 @@ int main(int argc, char **argv)
         const char *name;
         int (*run)(int, char **);
     } cmds[] = {{"summary", cmd_summary}, {"train", cmd_train},         {"eval", cmd_eval},
-                {"grad", cmd_grad},       {"gradcheck", cmd_gradcheck}};
+                {"grad", cmd_grad},       {"gradcheck", cmd_gradcheck}, {"dot", cmd_dot}};
     if (argc < 2) {
         fputs(usage_text, stderr);
         return CLI_USAGE;
