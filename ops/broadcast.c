@@ -1,6 +1,6 @@
 /*
- * broadcast.c: NumPy broadcasting for the elementwise ops, and the sample
- * helper every op family uses.
+ * broadcast.c: NumPy broadcasting for the elementwise ops, and the small
+ * helpers every op family uses (sample inputs, sizes in messages).
  *
  * An iterator describes up to three operands over the output's shape, with
  * stride 0 along broadcast dimensions. Adjacent dimensions that are
@@ -8,6 +8,8 @@
  * become one long row and kernels see the longest rows possible.
  */
 #include "ops_impl.h"
+
+#include <inttypes.h>
 
 tg_status tg__bcast_shape(tg_ctx *ctx, const char *who, const tg_tensor *a, const tg_tensor *b,
                           int *ndim, int64_t *shape)
@@ -115,4 +117,13 @@ tg_tensor *tg__sample_rand(tg_ctx *ctx, int ndim, const int64_t *shape, double l
     if (t)
         t->requires_grad = requires_grad;
     return t;
+}
+
+const char *tg__size_pair(char *buf, size_t size, bool one, int64_t h, int64_t w)
+{
+    if (one)
+        snprintf(buf, size, "%" PRId64, w);
+    else
+        snprintf(buf, size, "%" PRId64 " x %" PRId64, h, w);
+    return buf;
 }

@@ -40,16 +40,6 @@ static bool direct_col(const geom *q)
     return q->r == 1 && q->s == 1 && q->sh == 1 && q->sw == 1 && q->ph == 0 && q->pw == 0;
 }
 
-/* A pair of sizes as messages give it: "h x w" for conv2d, "w" for conv1d. */
-static const char *pair(char *buf, size_t size, bool one, int64_t h, int64_t w)
-{
-    if (one)
-        snprintf(buf, size, "%" PRId64, w);
-    else
-        snprintf(buf, size, "%" PRId64 " x %" PRId64, h, w);
-    return buf;
-}
-
 static void read_geometry(const tg_node *node, geom *q)
 {
     const tg_conv_attrs *a = node->attrs;
@@ -110,7 +100,7 @@ static tg_status check_weight(tg_ctx *ctx, const char *who, bool one, geom *q,
                         tg__shape_s(b), q->k);
     if (q->r < 1 || q->s < 1)
         return TG_ERROR(ctx, TG_ESHAPE, "%s: weight %s has a kernel of size %s; it must be at "
-                        "least 1", who, tg__shape_s(w), pair(rs, sizeof rs, one, q->r, q->s));
+                        "least 1", who, tg__shape_s(w), tg__size_pair(rs, sizeof rs, one, q->r, q->s));
     return TG_OK;
 }
 
@@ -140,10 +130,10 @@ static tg_status output_size(tg_ctx *ctx, const char *who, bool one, geom *q)
     char in[48], k[48], p[48], d[48], sp[48], pd[48];
     for (int i = 0; i < 2; i++)
         why[i] = axis_len(&ax[i], &padded[i], &span[i], &out[i]);
-    pair(in, sizeof in, one, q->h, q->w);
-    pair(k, sizeof k, one, q->r, q->s);
-    pair(p, sizeof p, one, q->ph, q->pw);
-    pair(d, sizeof d, one, q->dh, q->dw);
+    tg__size_pair(in, sizeof in, one, q->h, q->w);
+    tg__size_pair(k, sizeof k, one, q->r, q->s);
+    tg__size_pair(p, sizeof p, one, q->ph, q->pw);
+    tg__size_pair(d, sizeof d, one, q->dh, q->dw);
     for (int i = 0; i < 2; i++) {
         if (why[i] == AXIS_PAD_OVERFLOW)
             return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s with padding %s on each side is larger "
@@ -155,8 +145,8 @@ static tg_status output_size(tg_ctx *ctx, const char *who, bool one, geom *q)
     if (why[0] == AXIS_TOO_SMALL || why[1] == AXIS_TOO_SMALL)
         return TG_ERROR(ctx, TG_ESHAPE, "%s: the kernel spans %s but the padded input is only "
                         "%s%s (input %s, kernel %s, padding %s, dilation %s): the output would be "
-                        "empty", who, pair(sp, sizeof sp, one, span[0], span[1]),
-                        pair(pd, sizeof pd, one, padded[0], padded[1]), one ? " long" : "", in, k,
+                        "empty", who, tg__size_pair(sp, sizeof sp, one, span[0], span[1]),
+                        tg__size_pair(pd, sizeof pd, one, padded[0], padded[1]), one ? " long" : "", in, k,
                         p, d);
     q->oh = out[0];
     q->ow = out[1];
@@ -170,7 +160,7 @@ static tg_status work_sizes(tg_ctx *ctx, const char *who, bool one, geom *q, siz
     q->crs = q->cg * q->r * q->s; /* at most the weight's element count */
     if (__builtin_mul_overflow(q->oh, q->ow, &q->ohw))
         return TG_ERROR(ctx, TG_ESHAPE, "%s: an output of %s per channel is more than can be "
-                        "addressed", who, pair(o, sizeof o, one, q->oh, q->ow));
+                        "addressed", who, tg__size_pair(o, sizeof o, one, q->oh, q->ow));
     const char *what = q->kg > INT_MAX ? "filters per group"
                        : q->crs > INT_MAX ? "im2col rows (C / groups x kernel size)"
                        : q->ohw > INT_MAX ? "output positions per channel" : NULL;

@@ -38,6 +38,10 @@ void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, co
 void tg__softmax_lines(tg_dtype dt, const void *x, void *y, int64_t outer, int64_t n,
                        int64_t inner, bool logp);
 
+/* ---- ops/broadcast.c: a pair of window sizes as messages give it: "h x w"
+ * in 2-D, "w" alone in 1-D (one); returns buf */
+const char *tg__size_pair(char *buf, size_t size, bool one, int64_t h, int64_t w);
+
 /* ---- ops/broadcast.c: helpers for sample generators */
 /* A float64 step tensor of uniform values in [lo, hi), requires_grad as given. */
 tg_tensor *tg__sample_rand(tg_ctx *ctx, int ndim, const int64_t *shape, double lo, double hi,

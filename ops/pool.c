@@ -45,16 +45,6 @@ static bool pool_max(const tg_node *node)
     return node->op == &tg__op_max_pool1d || node->op == &tg__op_max_pool2d;
 }
 
-/* A pair of sizes as messages give it: "h x w" in 2-D, "w" in 1-D. */
-static const char *pair(char *buf, size_t size, bool one, int64_t h, int64_t w)
-{
-    if (one)
-        snprintf(buf, size, "%" PRId64, w);
-    else
-        snprintf(buf, size, "%" PRId64 " x %" PRId64, h, w);
-    return buf;
-}
-
 static void read_pool_geometry(const tg_node *node, pgeom *q)
 {
     const tg_pool_attrs *a = node->attrs;
@@ -129,8 +119,8 @@ static tg_status pool_output_size(tg_ctx *ctx, const char *who, bool one, pgeom 
 {
     char in[48], k[48], p[48], pd[48];
     int64_t padded_h, padded_w, span_h, span_w; /* 2 p <= k, so 2 p cannot overflow */
-    pair(in, sizeof in, one, q->h, q->w);
-    pair(p, sizeof p, one, q->ph, q->pw);
+    tg__size_pair(in, sizeof in, one, q->h, q->w);
+    tg__size_pair(p, sizeof p, one, q->ph, q->pw);
     if (__builtin_add_overflow(q->h, 2 * q->ph, &padded_h) ||
         __builtin_add_overflow(q->w, 2 * q->pw, &padded_w))
         return TG_ERROR(ctx, TG_ESHAPE, "%s: input %s with padding %s on each side is larger "
@@ -138,14 +128,14 @@ static tg_status pool_output_size(tg_ctx *ctx, const char *who, bool one, pgeom 
     if (!out_size(q->h, padded_h, q->kh, q->sh, q->ph, q->dh, q->ceil, &span_h, &q->oh) ||
         !out_size(q->w, padded_w, q->kw, q->sw, q->pw, q->dw, q->ceil, &span_w, &q->ow))
         return TG_ERROR(ctx, TG_ESHAPE, "%s: kernel %s with dilation %s and stride %s spans more "
-                        "than can be addressed", who, pair(k, sizeof k, one, q->kh, q->kw),
-                        pair(pd, sizeof pd, one, q->dh, q->dw),
-                        pair(in, sizeof in, one, q->sh, q->sw));
+                        "than can be addressed", who, tg__size_pair(k, sizeof k, one, q->kh, q->kw),
+                        tg__size_pair(pd, sizeof pd, one, q->dh, q->dw),
+                        tg__size_pair(in, sizeof in, one, q->sh, q->sw));
     if (q->oh < 1 || q->ow < 1)
         return TG_ERROR(ctx, TG_ESHAPE, "%s: kernel %s is larger than the padded input %s "
                         "(input %s, padding %s): the output would be empty", who,
-                        pair(k, sizeof k, one, span_h, span_w),
-                        pair(pd, sizeof pd, one, padded_h, padded_w), in, p);
+                        tg__size_pair(k, sizeof k, one, span_h, span_w),
+                        tg__size_pair(pd, sizeof pd, one, padded_h, padded_w), in, p);
     return TG_OK;
 }
 
