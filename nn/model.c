@@ -74,7 +74,7 @@ const char *tg_layer_name(tg_layer_kind kind)
 
 tg_loss_spec tg_loss_defaults(tg_loss_kind kind)
 {
-    tg_loss_spec s = {kind, TG_MEAN, -100, 0.0};
+    tg_loss_spec s = {kind, TG_MEAN, TG_IGNORE_INDEX, 0.0};
     return s;
 }
 
@@ -177,17 +177,16 @@ static tg_status want(const adding *a, bool ok, const char *what)
     return ok ? TG_OK : add_fail(a, TG_EINVAL, what);
 }
 
-static tg_status not_yet(const adding *a, bool ok, const char *what)
+/* a / b rounded up, for a >= 0 and b >= 1, without overflow. */
+static int64_t ceil_div(int64_t a, int64_t b)
 {
-    if (ok)
-        return TG_OK;
-    char msg[120];
-    snprintf(msg, sizeof msg, "%s is not supported yet", what);
-    return add_fail(a, TG_EINVAL, msg);
+    return a / b + (a % b != 0);
 }
 
-/* Output size of a window: floor((n + 2p - d (k - 1) - 1) / s) + 1. */
-static tg_status window(const adding *a, int64_t n, int axis, int64_t *out)
+/* Output size of a window: floor((n + 2p - d (k - 1) - 1) / s) + 1, or with
+ * ceil (pooling's ceil_mode) the quotient rounded up, less one when the last
+ * window would start at or beyond n + p (in the right padding), as PyTorch. */
+static tg_status window(const adding *a, int64_t n, int axis, bool ceil, int64_t *out)
 {
     const tg_layer *l = a->l;
     int64_t k = l->kernel[axis], s = l->stride[axis], p = l->padding[axis], d = l->dilation[axis];
@@ -201,7 +200,14 @@ static tg_status window(const adding *a, int64_t n, int axis, int64_t *out)
                  " (%" PRId64 " padded)", span, n, len);
         return add_fail(a, TG_ESHAPE, what);
     }
-    *out = (len - span) / s + 1;
+    if (!ceil) {
+        *out = (len - span) / s + 1;
+        return TG_OK;
+    }
+    int64_t last = ceil_div(len - span, s); /* the last window's start over s */
+    if (last >= ceil_div(n + p, s))         /* last * s >= n + p; n + p <= len */
+        last--;
+    *out = last + 1;
     return TG_OK;
 }
 
@@ -247,7 +253,7 @@ static tg_status infer_conv(const adding *a, int axes)
     o->ndim = axes + 1;
     o->shape[0] = l->out;
     for (int i = 0; i < axes; i++)
-        if ((st = window(a, a->in[1 + i], i, &o->shape[1 + i])))
+        if ((st = window(a, a->in[1 + i], i, false, &o->shape[1 + i])))
             return st;
     int64_t w = l->out;
     for (int i = 0; i < axes; i++)
@@ -291,24 +297,18 @@ static tg_status infer_pool(const adding *a, int axes, bool max)
     tg_status st = want_ndim(a, axes + 1, axes + 1, axes == 1 ? "(C, L)" : "(C, H, W)");
     if (!st)
         st = check_window_args(a, axes, false);
-    /* The lead wires pooling's ceil_mode, count_include_pad and dilation here. */
-    if (!st)
-        st = not_yet(a, !l->ceil_mode, "ceil_mode=true");
-    if (!st)
-        st = not_yet(a, !max || (l->dilation[0] == 1 && (axes == 1 || l->dilation[1] == 1)),
-                     "max pooling dilation other than 1");
-    if (!st)
-        st = not_yet(a, max || l->count_include_pad, "count_include_pad=false");
-    if (!st && axes == 2)
-        st = not_yet(a, l->kernel[0] == l->kernel[1] && l->stride[0] == l->stride[1] &&
-                            l->padding[0] == l->padding[1],
-                     "2-D pooling with different values per axis");
+    if (!st && !max)
+        st = want(a, l->dilation[0] == 1 && (axes == 1 || l->dilation[1] == 1),
+                  "average pooling has no dilation (it must be 1)");
+    if (!st && max)
+        st = want(a, l->count_include_pad, "count_include_pad=false applies to average pooling "
+                  "only");
     if (st)
         return st;
     o->ndim = a->in_ndim;
     o->shape[0] = a->in[0];
     for (int i = 0; i < axes; i++)
-        if ((st = window(a, a->in[1 + i], i, &o->shape[1 + i])))
+        if ((st = window(a, a->in[1 + i], i, l->ceil_mode, &o->shape[1 + i])))
             return st;
     return TG_OK;
 }
@@ -440,17 +440,21 @@ tg_status tg_model_set_loss(tg_ctx *ctx, tg_model *m, const tg_loss_spec *loss)
         return TG_ERROR(ctx, TG_EINVAL, "model_set_loss: model or loss NULL");
     if (loss->kind < TG_LOSS_NONE || loss->kind > TG_LOSS_BCE_WITH_LOGITS)
         return TG_ERROR(ctx, TG_EINVAL, "model_set_loss: unknown loss kind %d", (int)loss->kind);
-    if (loss->reduction != TG_MEAN && loss->reduction != TG_SUM)
-        return TG_ERROR(ctx, TG_EINVAL, "model_set_loss: %s: reduction %d is not supported yet "
-                        "(mean or sum)", tg_loss_name(loss->kind), (int)loss->reduction);
-    /* The lead wires ignore_index and label_smoothing here. */
-    if (loss->ignore_index != -100)
-        return TG_ERROR(ctx, TG_EINVAL, "model_set_loss: %s: ignore_index=%" PRId64 " is not "
-                        "supported yet (only the default -100)", tg_loss_name(loss->kind),
+    const char *name = tg_loss_name(loss->kind);
+    if (loss->reduction != TG_MEAN && loss->reduction != TG_SUM && loss->reduction != TG_NONE)
+        return TG_ERROR(ctx, TG_EINVAL, "model_set_loss: %s: reduction %d is not mean, sum or "
+                        "none", name, (int)loss->reduction);
+    bool classes = loss->kind == TG_LOSS_CROSS_ENTROPY || loss->kind == TG_LOSS_NLL;
+    if (!classes && loss->ignore_index != TG_IGNORE_INDEX)
+        return TG_ERROR(ctx, TG_EINVAL, "model_set_loss: %s: ignore_index=%" PRId64 "; it applies "
+                        "to cross_entropy and nll only (leave it at -100)", name,
                         loss->ignore_index);
-    if (loss->label_smoothing != 0)
-        return TG_ERROR(ctx, TG_EINVAL, "model_set_loss: %s: label_smoothing=%g is not "
-                        "supported yet (only 0)", tg_loss_name(loss->kind), loss->label_smoothing);
+    if (loss->kind != TG_LOSS_CROSS_ENTROPY && loss->label_smoothing != 0)
+        return TG_ERROR(ctx, TG_EINVAL, "model_set_loss: %s: label_smoothing=%g; it applies to "
+                        "cross_entropy only", name, loss->label_smoothing);
+    if (!(loss->label_smoothing >= 0 && loss->label_smoothing <= 1))
+        return TG_ERROR(ctx, TG_EINVAL, "model_set_loss: %s: label_smoothing=%g is outside "
+                        "[0, 1]", name, loss->label_smoothing);
     m->loss = *loss;
     return TG_OK;
 }
@@ -662,6 +666,19 @@ static tg_tensor *forward_bn(tg_ctx *ctx, const mlayer *L, tg_tensor *h)
     return y;
 }
 
+static tg_tensor *forward_pool(tg_ctx *ctx, const tg_layer *l, tg_tensor *h)
+{
+    tg_pool_attrs p = {{l->kernel[0], l->kernel[1]}, {l->stride[0], l->stride[1]},
+                       {l->padding[0], l->padding[1]}, {l->dilation[0], l->dilation[1]},
+                       l->ceil_mode, !l->count_include_pad};
+    switch (l->kind) {
+    case TG_LAYER_MAX_POOL1D: return tg_max_pool1d_opts(ctx, h, &p);
+    case TG_LAYER_MAX_POOL2D: return tg_max_pool2d_opts(ctx, h, &p);
+    case TG_LAYER_AVG_POOL1D: return tg_avg_pool1d_opts(ctx, h, &p);
+    default: return tg_avg_pool2d_opts(ctx, h, &p);
+    }
+}
+
 static tg_tensor *forward_layer(tg_ctx *ctx, const mlayer *L, tg_tensor *h)
 {
     const tg_layer *l = &L->spec;
@@ -679,21 +696,9 @@ static tg_tensor *forward_layer(tg_ctx *ctx, const mlayer *L, tg_tensor *h)
     case TG_LAYER_SIGMOID: return tg_sigmoid(ctx, h);
     case TG_LAYER_TANH: return tg_tanh(ctx, h);
     case TG_LAYER_LEAKY_RELU: return tg_leaky_relu(ctx, h, l->p);
-    /* 2-D pooling takes one value for both axes today: the file form sets both. */
-    case TG_LAYER_MAX_POOL1D:
-        return tg_max_pool1d_ex(ctx, h, l->kernel[0], l->stride[0], l->padding[0]);
-    case TG_LAYER_MAX_POOL2D:
-        return tg_max_pool2d_ex(ctx, h, l->kernel[0], l->stride[0], l->padding[0]);
-    case TG_LAYER_AVG_POOL1D:
-        return tg_avg_pool1d_ex(ctx, h, l->kernel[0], l->stride[0], l->padding[0]);
-    case TG_LAYER_AVG_POOL2D:
-        return tg_avg_pool2d_ex(ctx, h, l->kernel[0], l->stride[0], l->padding[0]);
-    case TG_LAYER_GLOBAL_AVG_POOL: {
-        int64_t shape[TG_MAX_DIMS];
-        for (int i = 0; i < h->ndim; i++)
-            shape[i] = i < 2 ? h->shape[i] : 1;
-        return tg_reshape(ctx, tg_global_avg_pool(ctx, h), h->ndim, shape);
-    }
+    case TG_LAYER_MAX_POOL1D: case TG_LAYER_MAX_POOL2D:
+    case TG_LAYER_AVG_POOL1D: case TG_LAYER_AVG_POOL2D: return forward_pool(ctx, l, h);
+    case TG_LAYER_GLOBAL_AVG_POOL: return tg_global_avg_pool_ex(ctx, h, true);
     case TG_LAYER_PAD1D: return tg_pad1d(ctx, h, l->padding[0], l->padding[0]);
     case TG_LAYER_PAD2D:
         return tg_pad2d(ctx, h, l->padding[1], l->padding[1], l->padding[0], l->padding[0]);
@@ -757,13 +762,15 @@ tg_tensor *tg_model_loss(tg_ctx *ctx, const tg_model *m, tg_tensor *out, tg_tens
         TG_ERROR(ctx, TG_EINVAL, "model_loss: model NULL");
         return NULL;
     }
-    tg_reduction r = m->loss.reduction;
-    switch (m->loss.kind) {
-    case TG_LOSS_CROSS_ENTROPY: return tg_cross_entropy(ctx, out, target, r);
-    case TG_LOSS_NLL: return tg_nll_loss(ctx, out, target, r);
-    case TG_LOSS_MSE: return tg_mse(ctx, out, target, r);
-    case TG_LOSS_BCE: return tg_bce(ctx, out, target, r);
-    case TG_LOSS_BCE_WITH_LOGITS: return tg_bce_with_logits(ctx, out, target, r);
+    const tg_loss_spec *s = &m->loss;
+    tg_ce_attrs ce = {s->reduction, s->ignore_index, s->label_smoothing};
+    switch (s->kind) {
+    case TG_LOSS_CROSS_ENTROPY: return tg_cross_entropy_ex(ctx, out, target, NULL, &ce);
+    case TG_LOSS_NLL: return tg_nll_loss_ex(ctx, out, target, NULL, s->reduction, s->ignore_index);
+    case TG_LOSS_MSE: return tg_mse(ctx, out, target, s->reduction);
+    case TG_LOSS_BCE: return tg_bce(ctx, out, target, s->reduction);
+    case TG_LOSS_BCE_WITH_LOGITS:
+        return tg_bce_with_logits_ex(ctx, out, target, NULL, s->reduction);
     default: break;
     }
     TG_ERROR(ctx, TG_ESTATE, "model_loss: the model has no loss (tg_model_set_loss)");
@@ -834,6 +841,19 @@ static void grouped(char *buf, size_t size, int64_t n)
     buf[o] = '\0';
 }
 
+/* "loss: cross_entropy (mean, ignore_index=1, label_smoothing=0.1)": the
+ * settings other than PyTorch's defaults. Returns whether writing worked. */
+static bool print_loss(FILE *f, const tg_loss_spec *s)
+{
+    static const char *const reductions[] = {"mean", "sum", "none"};
+    bool ok = fprintf(f, "loss: %s (%s", tg_loss_name(s->kind), reductions[s->reduction]) >= 0;
+    if (s->ignore_index != TG_IGNORE_INDEX)
+        ok &= fprintf(f, ", ignore_index=%" PRId64, s->ignore_index) >= 0;
+    if (s->label_smoothing != 0)
+        ok &= fprintf(f, ", label_smoothing=%g", s->label_smoothing) >= 0;
+    return ok && fprintf(f, ")\n") >= 0;
+}
+
 tg_status tg_model_summary(tg_ctx *ctx, const tg_model *m, FILE *f)
 {
     if (!ctx || tg_errcode(ctx) != TG_OK)
@@ -857,8 +877,7 @@ tg_status tg_model_summary(tg_ctx *ctx, const tg_model *m, FILE *f)
     ok &= fprintf(f, "total params: %s\ntotal activation bytes per example: %s (%s)\n", params,
                   bytes, tg_dtype_name(m->dtype)) >= 0;
     if (m->loss.kind != TG_LOSS_NONE)
-        ok &= fprintf(f, "loss: %s (%s)\n", tg_loss_name(m->loss.kind),
-                      m->loss.reduction == TG_SUM ? "sum" : "mean") >= 0;
+        ok &= print_loss(f, &m->loss);
     return ok ? TG_OK : TG_ERROR(ctx, TG_EIO, "model_summary: writing the table failed");
 }
 

@@ -351,8 +351,8 @@ static tg_status parse_reduction(parser *P, tok v, tg_loss_spec *s)
         s->reduction = TG_MEAN;
     else if (tok_is(v, "sum"))
         s->reduction = TG_SUM;
-    else if (tok_is(v, "none")) /* the lead maps it here once the losses take it */
-        return fail(P, "loss: reduction=none is not supported yet (mean or sum)");
+    else if (tok_is(v, "none"))
+        s->reduction = TG_NONE;
     else
         return fail(P, "loss: reduction " TOK_FMT " is not mean, sum or none", TOK_ARG(v));
     return TG_OK;
@@ -375,6 +375,12 @@ static tg_status parse_loss(parser *P, tg_model *m)
         tg_status st;
         if (!split_kv(P->t[k], &key, &v))
             return fail(P, "loss: extra positional argument " TOK_FMT, TOK_ARG(P->t[k]));
+        for (int j = 2; j < k; j++) {
+            tok earlier, ev;
+            if (split_kv(P->t[j], &earlier, &ev) && earlier.n == key.n &&
+                memcmp(earlier.s, key.s, key.n) == 0)
+                return fail(P, "loss: argument " TOK_FMT " given twice", TOK_ARG(key));
+        }
         if (tok_is(key, "reduction"))
             st = parse_reduction(P, v, &s);
         else if (classes && tok_is(key, "ignore_index"))

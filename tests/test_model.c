@@ -2,7 +2,9 @@
  * test_model.c: sequential models (nn/model.c): state-dict names and the
  * parameter block, PyTorch's initialisation, forward/backward of LeNet-5
  * and of the batch-norm CNN against PyTorch (tests/fixtures/model/, made by
- * make_model_fixtures.py), the summaries of the notes' two networks,
+ * make_model_fixtures.py), pooling's ceil_mode, count_include_pad,
+ * dilation and per-axis settings and the losses' reduction, ignore_index
+ * and label_smoothing against PyTorch, the summaries of the notes' two networks,
  * checkpoints, and the errors of building and running a model.
  */
 #include <inttypes.h>
@@ -203,14 +205,16 @@ static void ck_grads(tg_ctx *ctx, tg_st *f, tg_model *m, double tol)
     }
 }
 
-/* One forward, loss and backward of m on the fixture's batch. */
+/* One forward, loss and backward (of the loss's sum when reduction is
+ * none) of m on the fixture's batch. */
 static tg_tensor *run_batch(tg_ctx *ctx, tg_model *m, tg_st *f, tg_tensor **loss)
 {
     tg_tensor *x = tg_to_dtype(ctx, tg_st_read(ctx, f, "input"), tg_model_dtype(m));
     tg_tensor *out = tg_model_forward(ctx, m, x);
     *loss = tg_model_loss(ctx, m, out, tg_st_read(ctx, f, "target"));
     ck_assert_msg(*loss != NULL, "%s", tg_errmsg(ctx));
-    ck_assert_int_eq(tg_backward(ctx, *loss), TG_OK);
+    tg_tensor *total = (*loss)->ndim ? tg_sum(ctx, *loss) : *loss;
+    ck_assert_int_eq(tg_backward(ctx, total), TG_OK);
     return out;
 }
 
@@ -292,6 +296,147 @@ static void cnnbn_against_pytorch(tg_dtype dt, double tol)
 START_TEST(cnnbn_float64_training_step_matches_pytorch) { cnnbn_against_pytorch(TG_F64, 1e-10); }
 END_TEST
 START_TEST(cnnbn_float32_training_step_matches_pytorch) { cnnbn_against_pytorch(TG_F32, 1e-5); }
+END_TEST
+
+/* make_model_fixtures.py's POOLCE_TGM: max pooling with dilation 2 and
+ * ceil_mode, average pooling with ceil_mode and count_include_pad=false,
+ * cross-entropy with label_smoothing=0.1 and ignore_index=1. */
+static const char POOLCE_TGM[] =
+    "input 2 8 9\n"
+    "conv2d 2 4 3 padding=1\n"
+    "relu\n"
+    "max_pool2d 3 stride=2 padding=1 dilation=2 ceil_mode=true\n"
+    "avg_pool2d 3 stride=2 padding=1 ceil_mode=true count_include_pad=false\n"
+    "flatten\n"
+    "linear 36 5\n"
+    "loss cross_entropy label_smoothing=0.1 ignore_index=1\n";
+
+/* Forward, loss and backward of m against the fixture file; m's weights
+ * are loaded from it. */
+static void ck_fixture_step(tg_ctx *ctx, tg_model *m, const char *file, double tol)
+{
+    tg_st *f = tg_st_open(ctx, file);
+    ck_assert_msg(f != NULL, "%s", tg_errmsg(ctx));
+    load_weights(ctx, m, f);
+    tg_set_training(ctx, true);
+    tg_tensor *loss, *out = run_batch(ctx, m, f, &loss);
+    ck_against(ctx, f, "output", out, tol);
+    ck_against(ctx, f, "loss", loss, tol);
+    ck_grads(ctx, f, m, tol);
+    ck_assert_int_eq(tg_errcode(ctx), TG_OK);
+    tg_st_close(ctx, f);
+}
+
+static void poolce_against_pytorch(tg_dtype dt, double tol)
+{
+    tg_ctx *ctx = tg_ctx_new(11);
+    tg_model *m = tg_model_parse(ctx, POOLCE_TGM, sizeof POOLCE_TGM - 1, "poolce.tgm", dt);
+    ck_assert_msg(m != NULL, "%s", tg_errmsg(ctx));
+    int64_t shape[TG_MAX_DIMS];
+    ck_assert_int_eq(tg_model_shape(m, 2, shape), 3); /* floor mode would give (4, 3, 4) */
+    ck_assert(shape[0] == 4 && shape[1] == 4 && shape[2] == 4);
+    ck_assert_int_eq(tg_model_shape(m, 3, shape), 3); /* floor mode would give (4, 2, 2) */
+    ck_assert(shape[0] == 4 && shape[1] == 3 && shape[2] == 3);
+    ck_fixture_step(ctx, m, FIX "poolce.safetensors", tol);
+    char buf[4096] = {0};
+    FILE *f = fmemopen(buf, sizeof buf - 1, "w");
+    ck_assert_int_eq(tg_model_summary(ctx, m, f), TG_OK);
+    fclose(f);
+    ck_assert_msg(strstr(buf, "loss: cross_entropy (mean, ignore_index=1, label_smoothing=0.1)"),
+                  "%s", buf);
+    tg_model_free(ctx, m);
+    tg_ctx_free(ctx);
+}
+
+START_TEST(pooling_options_and_smoothed_ce_match_pytorch_float64)
+{
+    poolce_against_pytorch(TG_F64, 1e-10);
+}
+END_TEST
+START_TEST(pooling_options_and_smoothed_ce_match_pytorch_float32)
+{
+    poolce_against_pytorch(TG_F32, 1e-5);
+}
+END_TEST
+
+/* The poolaxes fixture's model, through the API: per-axis pooling values,
+ * nll with reduction none and ignore_index 2. */
+static tg_model *poolaxes_model(tg_ctx *ctx)
+{
+    tg_model *m = tg_model_new(ctx, TG_F64, TG_SHAPE(2, 8, 9));
+    tg_layer conv = layer(TG_LAYER_CONV2D, 2, 3, 3);
+    conv.padding[0] = conv.padding[1] = 1;
+    tg_layer mp = tg_layer_defaults(TG_LAYER_MAX_POOL2D);
+    mp.kernel[0] = 3, mp.kernel[1] = 2;
+    mp.stride[0] = 2, mp.stride[1] = 1;
+    mp.padding[0] = 1, mp.padding[1] = 0;
+    mp.dilation[0] = 1, mp.dilation[1] = 2;
+    mp.ceil_mode = true;
+    tg_layer ap = tg_layer_defaults(TG_LAYER_AVG_POOL2D);
+    ap.kernel[0] = 2, ap.kernel[1] = 3;
+    ap.stride[0] = ap.stride[1] = 2;
+    ap.padding[0] = ap.padding[1] = 1;
+    ap.ceil_mode = true;
+    ap.count_include_pad = false;
+    tg_layer ls[6] = {conv, mp, ap, tg_layer_defaults(TG_LAYER_FLATTEN),
+                      layer(TG_LAYER_LINEAR, 36, 4, 0), tg_layer_defaults(TG_LAYER_LOG_SOFTMAX)};
+    for (int i = 0; i < 6; i++)
+        ck_assert_msg(tg_model_add(ctx, m, &ls[i]) == TG_OK, "%s", tg_errmsg(ctx));
+    tg_loss_spec nll = tg_loss_defaults(TG_LOSS_NLL);
+    nll.reduction = TG_NONE;
+    nll.ignore_index = 2;
+    ck_assert_int_eq(tg_model_set_loss(ctx, m, &nll), TG_OK);
+    ck_assert_int_eq(tg_model_build(ctx, m), TG_OK);
+    return m;
+}
+
+START_TEST(per_axis_pooling_and_unreduced_nll_match_pytorch)
+{
+    tg_ctx *ctx = tg_ctx_new(12);
+    tg_model *m = poolaxes_model(ctx);
+    int64_t shape[TG_MAX_DIMS];
+    tg_model_shape(m, 1, shape);
+    ck_assert(shape[0] == 3 && shape[1] == 5 && shape[2] == 7);
+    tg_model_shape(m, 2, shape); /* the last row window would start in the padding: 3, not 4 */
+    ck_assert(shape[0] == 3 && shape[1] == 3 && shape[2] == 4);
+    ck_fixture_step(ctx, m, FIX "poolaxes.safetensors", 1e-10);
+    tg_model_free(ctx, m);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
+/* Shape inference of max and average pooling against the output lengths
+ * PyTorch's MaxPool1d gives (pool_shapes.txt), ceil_mode included. */
+START_TEST(pool_output_sizes_follow_pytorch)
+{
+    FILE *f = fopen(FIX "pool_shapes.txt", "r");
+    ck_assert_ptr_nonnull(f);
+    tg_ctx *ctx = tg_ctx_new(13);
+    int64_t n, k, s, p, d, out;
+    int ceil, rows = 0, ceil_rows = 0;
+    while (fscanf(f, "%" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %" SCNd64 " %d %" SCNd64,
+                  &n, &k, &s, &p, &d, &ceil, &out) == 7) {
+        for (int avg = 0; avg < (d == 1 ? 2 : 1); avg++) {
+            tg_model *m = tg_model_new(ctx, TG_F32, TG_SHAPE(1, n));
+            tg_layer l = tg_layer_defaults(avg ? TG_LAYER_AVG_POOL1D : TG_LAYER_MAX_POOL1D);
+            l.kernel[0] = k, l.stride[0] = s, l.padding[0] = p, l.dilation[0] = d;
+            l.ceil_mode = ceil;
+            ck_assert_msg(tg_model_add(ctx, m, &l) == TG_OK, "%s", tg_errmsg(ctx));
+            int64_t shape[TG_MAX_DIMS];
+            tg_model_shape(m, 0, shape);
+            ck_assert_msg(shape[1] == out, "n %" PRId64 " k %" PRId64 " s %" PRId64 " p %" PRId64
+                          " d %" PRId64 " ceil %d: %" PRId64 ", PyTorch %" PRId64, n, k, s, p, d,
+                          ceil, shape[1], out);
+            tg_model_free(ctx, m);
+        }
+        rows++;
+        ceil_rows += ceil;
+    }
+    fclose(f);
+    ck_assert_int_gt(rows, 500);
+    ck_assert_int_gt(ceil_rows, 250);
+    tg_ctx_free(ctx);
+}
 END_TEST
 
 /* ---------------------------------------------------------------- summaries */
@@ -465,9 +610,15 @@ START_TEST(shape_errors_name_the_layer_and_shapes)
     tg_clear_error(ctx);
     pool.kernel[0] = pool.kernel[1] = 2;
     pool.padding[0] = pool.padding[1] = 0;
-    pool.ceil_mode = true;
+    pool.count_include_pad = false;
     ck_assert_int_eq(tg_model_add(ctx, m, &pool), TG_EINVAL);
-    ck_error(ctx, TG_EINVAL, "ceil_mode=true is not supported yet");
+    ck_error(ctx, TG_EINVAL, "layer 1 (max_pool2d): count_include_pad=false applies to average "
+                             "pooling only");
+    tg_clear_error(ctx);
+    tg_layer avg = layer(TG_LAYER_AVG_POOL2D, 0, 0, 2);
+    avg.dilation[1] = 2;
+    ck_assert_int_eq(tg_model_add(ctx, m, &avg), TG_EINVAL);
+    ck_error(ctx, TG_EINVAL, "layer 1 (avg_pool2d): average pooling has no dilation");
     tg_clear_error(ctx);
     tg_layer drop = tg_layer_defaults(TG_LAYER_DROPOUT);
     drop.p = 1.5;
@@ -475,15 +626,29 @@ START_TEST(shape_errors_name_the_layer_and_shapes)
     ck_error(ctx, TG_EINVAL, "layer 1 (dropout): p must be in [0, 1]");
     tg_clear_error(ctx);
     tg_loss_spec ls = tg_loss_defaults(TG_LOSS_CROSS_ENTROPY);
-    ls.label_smoothing = 0.1;
+    ls.label_smoothing = 1.5;
     ck_assert_int_eq(tg_model_set_loss(ctx, m, &ls), TG_EINVAL);
-    ck_error(ctx, TG_EINVAL, "label_smoothing=0.1 is not supported yet");
+    ck_error(ctx, TG_EINVAL, "cross_entropy: label_smoothing=1.5 is outside [0, 1]");
+    tg_clear_error(ctx);
+    ls.label_smoothing = NAN;
+    ck_assert_int_eq(tg_model_set_loss(ctx, m, &ls), TG_EINVAL);
     tg_clear_error(ctx);
     ls = tg_loss_defaults(TG_LOSS_NLL);
+    ls.label_smoothing = 0.1;
+    ck_assert_int_eq(tg_model_set_loss(ctx, m, &ls), TG_EINVAL);
+    ck_error(ctx, TG_EINVAL, "nll: label_smoothing=0.1; it applies to cross_entropy only");
+    tg_clear_error(ctx);
+    ls = tg_loss_defaults(TG_LOSS_MSE);
     ls.ignore_index = 3;
     ck_assert_int_eq(tg_model_set_loss(ctx, m, &ls), TG_EINVAL);
-    ck_error(ctx, TG_EINVAL, "ignore_index=3 is not supported yet");
+    ck_error(ctx, TG_EINVAL, "mse: ignore_index=3; it applies to cross_entropy and nll only");
     tg_clear_error(ctx);
+    ls = tg_loss_defaults(TG_LOSS_BCE);
+    ls.reduction = (tg_reduction)7;
+    ck_assert_int_eq(tg_model_set_loss(ctx, m, &ls), TG_EINVAL);
+    ck_error(ctx, TG_EINVAL, "bce: reduction 7 is not mean, sum or none");
+    tg_clear_error(ctx);
+    ck_assert_int_eq(tg_model_loss_spec(m)->kind, TG_LOSS_NONE); /* nothing refused was kept */
     /* Not built yet; then built: no more layers, and the input must fit. */
     tg_tensor *x = tg_zeros(ctx, TG_F32, TG_SHAPE(2, 1, 28, 28));
     ck_assert_ptr_null(tg_model_forward(ctx, m, x));
@@ -535,6 +700,10 @@ Suite *tg_test_suite(void)
     tcase_add_test(tc, lenet5_float32_matches_pytorch);
     tcase_add_test(tc, cnnbn_float64_training_step_matches_pytorch);
     tcase_add_test(tc, cnnbn_float32_training_step_matches_pytorch);
+    tcase_add_test(tc, pooling_options_and_smoothed_ce_match_pytorch_float64);
+    tcase_add_test(tc, pooling_options_and_smoothed_ce_match_pytorch_float32);
+    tcase_add_test(tc, per_axis_pooling_and_unreduced_nll_match_pytorch);
+    tcase_add_test(tc, pool_output_sizes_follow_pytorch);
     tcase_add_test(tc, notes_network_summaries_match_the_golden_figures);
     tcase_add_test(tc, checkpoint_round_trip_is_bit_exact);
     tcase_add_test(tc, strict_load_refuses_extra_keys);

@@ -137,6 +137,64 @@ START_TEST(every_layer_and_loss_parses)
 }
 END_TEST
 
+/* ceil_mode (with the last window dropped when it would start in the right
+ * padding), count_include_pad=false and dilation parse into the layers and
+ * give PyTorch's shapes; reduction=none gives one loss per element. */
+START_TEST(pooling_settings_and_reduction_none_parse_and_run)
+{
+    tg_ctx *ctx = tg_ctx_new(9);
+    tg_model *m = parse(ctx, "input 1 5 6\n"
+                             "max_pool2d 2 stride=2 padding=1 ceil_mode=true\n" /* (1, 3, 4) */
+                             "avg_pool2d 2 ceil_mode=True count_include_pad=False\n" /* (1, 2, 2) */
+                             "max_pool2d 2 stride=1 dilation=1\n"               /* (1, 1, 1) */
+                             "loss mse reduction=none\n");
+    ck_assert_msg(m != NULL, "%s", tg_errmsg(ctx));
+    const tg_layer *a = tg_model_layer(m, 1);
+    ck_assert(a->ceil_mode && !a->count_include_pad && a->stride[1] == 2);
+    ck_assert(tg_model_layer(m, 0)->count_include_pad);
+    static const int64_t want[3][2] = {{3, 4}, {2, 2}, {1, 1}};
+    int64_t shape[TG_MAX_DIMS];
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(tg_model_shape(m, i, shape), 3);
+        ck_assert_int_eq(shape[1], want[i][0]);
+        ck_assert_int_eq(shape[2], want[i][1]);
+    }
+    ck_assert_int_eq(tg_model_loss_spec(m)->reduction, TG_NONE);
+    tg_tensor *x = tg_randn(ctx, TG_F32, TG_SHAPE(3, 1, 5, 6), 0, 1);
+    ck_assert_int_eq(tg_set_requires_grad(ctx, x, true), TG_OK);
+    tg_tensor *out = tg_model_forward(ctx, m, x);
+    tg_tensor *l = tg_model_loss(ctx, m, out, tg_zeros(ctx, TG_F32, TG_SHAPE(3, 1, 1, 1)));
+    ck_assert_msg(l != NULL, "%s", tg_errmsg(ctx));
+    ck_assert_int_eq(l->ndim, 4);
+    ck_assert_int_eq(l->numel, 3);
+    for (int64_t i = 0; i < 3; i++)
+        ck_close(tg_get(l, i), tg_get(out, i) * tg_get(out, i), 1e-6);
+    ck_assert_int_eq(tg_backward(ctx, tg_sum(ctx, l)), TG_OK);
+    ck_assert_ptr_nonnull(x->grad);
+    double g = 0; /* d/dx of sum out^2 reaches x */
+    for (int64_t i = 0; i < x->numel; i++)
+        g += fabs(tg_get(x->grad, i));
+    ck_assert(g > 0);
+    tg_model_free(ctx, m);
+
+    m = parse(ctx, "input 3\nloss cross_entropy reduction=none ignore_index=0 "
+                   "label_smoothing=0.1\n");
+    ck_assert_msg(m != NULL, "%s", tg_errmsg(ctx));
+    const tg_loss_spec *ls = tg_model_loss_spec(m);
+    ck_assert(ls->reduction == TG_NONE && ls->ignore_index == 0 && ls->label_smoothing == 0.1);
+    const double z[6] = {1, 2, 3, 0, 0, 0}, t[2] = {0, 2};
+    l = tg_model_loss(ctx, m, tg_from_f64(ctx, TG_F32, TG_SHAPE(2, 3), z),
+                      tg_from_f64(ctx, TG_I64, TG_SHAPE(2), t));
+    ck_assert_msg(l != NULL, "%s", tg_errmsg(ctx));
+    ck_assert_int_eq(l->ndim, 1);
+    ck_assert_double_eq(tg_get(l, 0), 0); /* ignored */
+    /* uniform logits: log 3 whatever the smoothing */
+    ck_close(tg_get(l, 1), log(3.0), 1e-6);
+    tg_model_free(ctx, m);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- bad files */
 
 typedef struct bad { const char *text; const char *msg; } bad;
@@ -180,11 +238,16 @@ static const bad BAD[] = {
     {"input 1 4 4\nconv2d 1 6 3 padding=9223372036854775807\n",
      "kernel, dilation or padding too large"},
     {"input 1 4 4\nmax_pool2d 2 padding=2\n", "padding must be at most half the kernel"},
-    {"input 1 4 4\nmax_pool2d 2 ceil_mode=true\n", "t.tgm:2: model_add: layer 0 (max_pool2d): "
-                                                   "ceil_mode=true is not supported yet"},
-    {"input 1 4 4\nmax_pool2d 2 dilation=2\n", "max pooling dilation other than 1 is not supported"},
-    {"input 1 4 4\navg_pool2d 2 count_include_pad=false\n", "count_include_pad=false is not "
-                                                            "supported yet"},
+    {"input 1 4 4\nmax_pool2d 2 dilation=0\n", "t.tgm:2: model_add: layer 0 (max_pool2d): "
+                                               "dilation must be >= 1"},
+    {"input 1 4 4\nmax_pool2d 2 dilation=4\n", "t.tgm:2: model_add: layer 0 (max_pool2d): a window "
+                                               "of 5 does not fit in 4 (4 padded)"},
+    {"input 1 4 4\navg_pool2d 2 dilation=2\n", "t.tgm:2: avg_pool2d: unknown argument 'dilation'"},
+    {"input 1 4 4\nmax_pool2d 2 count_include_pad=false\n",
+     "t.tgm:2: max_pool2d: unknown argument 'count_include_pad'"},
+    {"input 1 4 4\navg_pool2d 2 ceil_mode=yes\n", "t.tgm:2: ceil_mode: 'yes' is not true or false"},
+    {"input 1 4 4\nmax_pool2d 2 2 0 1 true\n",
+     "t.tgm:2: max_pool2d: extra positional argument 'true' (it takes 4)"},
     {"input 4\nbatch_norm2d 4\n", "layer 0 (batch_norm2d): expects examples of shape (C, H, W)"},
     {"input 4 3\nbatch_norm1d 3\n", "layer 0 (batch_norm1d): expects 3 channels; its input is (4, 3)"},
     {"input 4\nbatch_norm1d 4 eps=0\n", "eps must be > 0 and finite"},
@@ -195,10 +258,19 @@ static const bad BAD[] = {
     {"input 4\nloss mse sum\n", "t.tgm:2: loss: extra positional argument 'sum'"},
     {"input 4\nloss mse ignore_index=1\n", "t.tgm:2: loss mse: unknown argument 'ignore_index'"},
     {"input 4\nloss mse reduction=max\n", "t.tgm:2: loss: reduction 'max' is not mean, sum or none"},
-    {"input 4\nloss mse reduction=none\n", "t.tgm:2: loss: reduction=none is not supported yet"},
-    {"input 4\nloss cross_entropy ignore_index=0\n", "t.tgm:2: model_set_loss: cross_entropy: "
-                                                     "ignore_index=0 is not supported yet"},
-    {"input 4\nloss cross_entropy label_smoothing=0.1\n", "label_smoothing=0.1 is not supported"},
+    {"input 4\nloss cross_entropy reduction=bogus\n",
+     "t.tgm:2: loss: reduction 'bogus' is not mean, sum or none"},
+    {"input 4\nloss cross_entropy label_smoothing=2\n", "t.tgm:2: model_set_loss: cross_entropy: "
+                                                       "label_smoothing=2 is outside [0, 1]"},
+    {"input 4\nloss cross_entropy label_smoothing=-0.1\n", "label_smoothing=-0.1 is outside [0, 1]"},
+    {"input 4\nloss cross_entropy label_smoothing=nan\n",
+     "t.tgm:2: label_smoothing: 'nan' is out of range"},
+    {"input 4\nloss cross_entropy ignore_index=x\n", "t.tgm:2: ignore_index: 'x' is not an integer"},
+    {"input 4\nloss nll label_smoothing=0.1\n", "t.tgm:2: loss nll: unknown argument "
+                                                "'label_smoothing'"},
+    {"input 4\nloss bce ignore_index=0\n", "t.tgm:2: loss bce: unknown argument 'ignore_index'"},
+    {"input 4\nloss nll reduction=sum reduction=none\n",
+     "t.tgm:2: loss: argument 'reduction' given twice"},
     {"input 4\nloss mse\nrelu\n", "t.tgm:3: 'relu' after the loss line (line 2); the loss comes last"},
     {"input 4\nloss mse\nloss mse\n", "t.tgm:3: 'loss' after the loss line"},
     {"input 4\nlinear 4 2 \x01\n", "t.tgm:2: byte 0x01 is not allowed outside a comment"},
@@ -322,6 +394,7 @@ Suite *tg_test_suite(void)
     tcase_add_test(tc, seed_1d_has_the_example_shapes);
     tcase_add_test(tc, positional_and_keyword_arguments_agree);
     tcase_add_test(tc, every_layer_and_loss_parses);
+    tcase_add_test(tc, pooling_settings_and_reduction_none_parse_and_run);
     tcase_add_test(tc, malformed_files_say_file_line_and_what);
     tcase_add_test(tc, untrusted_bytes);
     tcase_add_test(tc, load_names_the_path);

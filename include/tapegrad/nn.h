@@ -35,6 +35,7 @@
  *   relu                             | sigmoid | tanh | leaky_relu [slope]
  *   max_pool2d 2                     kernel [stride= padding= dilation= ceil_mode=]
  *   avg_pool2d 2                     kernel [stride= padding= ceil_mode= count_include_pad=]
+ *                                    (no dilation: PyTorch's AvgPool has none)
  *   conv1d ... | max_pool1d ... | avg_pool1d ...
  *   global_avg_pool                  nn.AdaptiveAvgPool{1,2}d(1): pooled dims kept as size 1
  *   pad1d 1 | pad2d 1                zeros on every side (nn.ConstantPad1d(p, 0), nn.ZeroPad2d(p))
@@ -44,13 +45,16 @@
  *   batch_norm1d 32 | batch_norm2d 32   [eps= momentum=]
  *   softmax | log_softmax            [dim=1]
  *   loss cross_entropy               | nll | mse | bce | bce_with_logits
- *                                    [reduction=mean|sum|none ignore_index= label_smoothing=]
+ *                                    [reduction=mean|sum|none]; cross_entropy and nll
+ *                                    [ignore_index=-100]; cross_entropy [label_smoothing=0]
+ *   e.g. loss cross_entropy reduction=none ignore_index=0 label_smoothing=0.1
  *
  * Arguments are the PyTorch constructor's, positionally in its order or
  * as key=value with its names (conv2d 1 6 5 2 = conv2d in_channels=1
  * out_channels=6 kernel_size=5 stride=2; max pooling takes ceil_mode by key
  * only); no positional argument may follow a key=value one. A pair
- * (kernel_size, stride, padding, dilation) takes one value for both axes.
+ * (kernel_size, stride, padding, dilation) takes one value for both axes
+ * (through the C API, tg_layer takes a value per axis).
  * Booleans are true/false (True/False, 1/0). The first line that is not
  * blank or a comment is `input`; `loss`, if present, is the last. Any
  * inconsistency (an unknown layer or argument, a missing or extra one, a
@@ -58,11 +62,14 @@
  * that does not fit) is TG_EFORMAT "NAME:LINE: what is wrong"; a bad byte
  * (anything but printable ASCII, space, tab and CR outside a comment) too.
  *
- * Not supported yet (TG_EINVAL from tg_model_add / tg_model_set_loss, so
- * TG_EFORMAT in a file): pooling ceil_mode=true, count_include_pad=false,
- * max pooling dilation other than 1, 2-D pooling with different values
- * per axis; losses with reduction=none, an ignore_index other than -100,
- * label_smoothing other than 0.
+ * Pooling follows PyTorch's nn.MaxPool / nn.AvgPool in every setting:
+ * ceil_mode (see tg_model_add for the output size), count_include_pad
+ * (average pooling) and dilation (max pooling). A loss takes PyTorch's
+ * reduction, ignore_index and label_smoothing (see tg_loss_spec). Class
+ * weights (cross_entropy, nll) and bce_with_logits's pos_weight are not
+ * part of a model's loss, in the file or in tg_loss_spec: for them, call
+ * tg_cross_entropy_ex, tg_nll_loss_ex or tg_bce_with_logits_ex on the
+ * model's output.
  */
 #ifndef TAPEGRAD_NN_H
 #define TAPEGRAD_NN_H
@@ -116,11 +123,12 @@ typedef struct tg_layer {
     int64_t stride[2];        /* conv: 1; pooling: 0, meaning the kernel (PyTorch's None) */
     int64_t padding[2];       /* conv, pooling; pad1d: entry 0 on both ends; pad2d: entry 0
                                  above and below, entry 1 left and right */
-    int64_t dilation[2];      /* conv, max pooling */
+    int64_t dilation[2];      /* conv, max pooling: 1 (average pooling: must stay 1) */
     int64_t groups;           /* conv */
     bool bias;                /* conv, linear: true */
-    bool ceil_mode;           /* pooling: false */
-    bool count_include_pad;   /* average pooling: true */
+    bool ceil_mode;           /* pooling: false; true rounds the output size up (PyTorch) */
+    bool count_include_pad;   /* average pooling: true; false divides each window's sum by
+                                 the input elements it covers (max pooling: must stay true) */
     double p;                 /* dropout: 0.5; leaky_relu: the negative slope, 0.01 */
     double eps, momentum;     /* batch norm: 1e-5, 0.1 */
     int dim;                  /* softmax, log_softmax: 1 */
@@ -142,11 +150,17 @@ typedef enum tg_loss_kind {
     TG_LOSS_BCE_WITH_LOGITS
 } tg_loss_kind;
 
+/* A model's loss, as PyTorch's functional losses take it. Start from
+ * tg_loss_defaults(kind). tg_model_set_loss refuses (TG_EINVAL) an
+ * ignore_index other than -100 on a loss other than cross_entropy and nll,
+ * a label_smoothing other than 0 on a loss other than cross_entropy, and a
+ * label_smoothing outside [0, 1] (NaN included). */
 typedef struct tg_loss_spec {
     tg_loss_kind kind;
-    tg_reduction reduction;   /* TG_MEAN */
-    int64_t ignore_index;     /* cross_entropy, nll: -100 */
-    double label_smoothing;   /* cross_entropy: 0 */
+    tg_reduction reduction;   /* TG_MEAN; TG_SUM; TG_NONE: one loss per sample or element */
+    int64_t ignore_index;     /* cross_entropy, nll: TG_IGNORE_INDEX (-100); targets equal to
+                                 it count for nothing (and not in the mean's divisor) */
+    double label_smoothing;   /* cross_entropy: 0; in [0, 1] */
 } tg_loss_spec;
 
 TG_API tg_loss_spec tg_loss_defaults(tg_loss_kind kind);
@@ -161,13 +175,17 @@ typedef struct tg_model tg_model;
  * dtype (float32 or float64). NULL with an error on bad arguments or OOM. */
 TG_API tg_model *tg_model_new(tg_ctx *ctx, tg_dtype dtype, int ndim, const int64_t *input_shape);
 /* Appends a layer (copied), inferring its output shape from the previous
- * one; an inconsistency is TG_ESHAPE or TG_EINVAL naming the layer's index
+ * one. A window (conv, pooling) gives floor((n + 2 padding - dilation
+ * (kernel - 1) - 1) / stride) + 1 per axis; pooling with ceil_mode rounds
+ * the quotient up instead, less one when that last window would start at
+ * or beyond n + padding (in the right padding), as PyTorch. An
+ * inconsistency is TG_ESHAPE or TG_EINVAL naming the layer's index
  * and kind and the shapes ("model_add: layer 1 (linear): expects 3456
  * input features in the last dimension (a flatten before it would give
  * them); its input is (6, 24, 24)"). After tg_model_build: TG_ESTATE. */
 TG_API tg_status tg_model_add(tg_ctx *ctx, tg_model *m, const tg_layer *layer);
 /* Sets (or replaces) the model's loss; TG_EINVAL for an unknown kind or
- * a setting not supported yet (see above). */
+ * reduction or a setting tg_loss_spec refuses. */
 TG_API tg_status tg_model_set_loss(tg_ctx *ctx, tg_model *m, const tg_loss_spec *loss);
 /*
  * Creates the parameters (one block) and buffers, named as the state_dict,
@@ -202,7 +220,13 @@ TG_API tg_model *tg_model_load(tg_ctx *ctx, const char *path, tg_dtype dtype);
  * TG_ESHAPE (x does not fit the input), or an op's. */
 TG_API tg_tensor *tg_model_forward(tg_ctx *ctx, tg_model *m, tg_tensor *x);
 /* The model's loss of out against target (int64 class indices for
- * cross_entropy and nll, floats of out's shape otherwise). */
+ * cross_entropy and nll, floats of out's shape otherwise): a scalar (shape
+ * ()) for TG_MEAN and TG_SUM; for TG_NONE one loss per sample ((N) or
+ * (N, d1, ...)) for cross_entropy and nll and one per element (out's
+ * shape) for the others, which is not a scalar: reduce it (tg_sum) before
+ * tg_backward, or give tg_backward_ex its gradient. A step tensor. Errors:
+ * TG_ESTATE (no loss), or the loss op's (a target outside [0, C) other
+ * than ignore_index is TG_EINVAL). */
 TG_API tg_tensor *tg_model_loss(tg_ctx *ctx, const tg_model *m, tg_tensor *out, tg_tensor *target);
 
 /* ---------------------------------------------------------------- inspection */

@@ -6,7 +6,8 @@
  * either fail with TG_EFORMAT or TG_ENOMEM and a message, or give a built
  * model whose parameter block holds all its parameters. A small model
  * (its work estimated below) then runs one forward, loss and backward on a
- * batch of 2 random examples with valid targets, in training mode when the
+ * batch of 2 random examples with valid targets (a loss with reduction
+ * none is summed first), in training mode when the
  * input's size is odd; any error there must be a proper one. The context's
  * allocator refuses blocks above 64 MiB, so a file describing a huge model
  * ends in TG_ENOMEM instead of exhausting the fuzzer's memory. Nothing is
@@ -101,6 +102,8 @@ static void run(tg_ctx *ctx, tg_model *m, int training)
     tg_tensor *out = tg_model_forward(ctx, m, x);
     if (out && out->ndim >= 2 && tg_model_loss_spec(m)->kind != TG_LOSS_NONE) {
         tg_tensor *loss = tg_model_loss(ctx, m, out, targets(ctx, m, out));
+        if (loss && loss->ndim > 0) /* reduction=none: one loss per sample or element */
+            loss = tg_sum(ctx, loss);
         if (loss)
             tg_backward(ctx, loss);
     } else if (out) {
