@@ -474,13 +474,15 @@ static void grad_node(dot *d, const char *id, const tg_tensor *t)
     put(d, "\"];\n");
 }
 
+/* Edge labels are xlabels: Debian's Graphviz (2.42) frees the virtual
+ * nodes of labelled edges twice in gvFreeLayout when clusters are drawn. */
 static void edge(dot *d, const char *from, const char *to, const char *label, const char *style)
 {
     put(d, "  %s -> %s", from, to);
     if (label || style) {
         put(d, " [");
         if (label) {
-            put(d, "label=\"");
+            put(d, "xlabel=\"");
             put_escaped(d, label);
             put(d, "\"%s", style ? ", " : "");
         }

@@ -181,7 +181,7 @@ START_TEST(called_names_and_arguments)
     int named = 0;
     for (Agnode_t *n = agfstnode(g); n; n = agnxtnode(g, n))
         for (Agedge_t *e = agfstin(g, n); e; e = agnxtin(g, e)) {
-            char *l = agget(e, "label");
+            char *l = agget(e, "xlabel");
             named += l && (strcmp(l, "x") == 0 || strcmp(l, "weight") == 0 ||
                            strcmp(l, "bias") == 0);
         }
