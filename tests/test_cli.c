@@ -14,6 +14,8 @@
  *   gradcheck  --load of a user's op library (tests/userops.c)
  *   pending    what the command does not do yet (built with -DTG_CLI_PENDING=ON)
  *
+ * A failing test leaves its directory behind for inspection.
+ *
  * CMake passes TG_TAPEGRAD (the binary), TG_USEROPS (the module),
  * TG_MODELS (models/) and TG_FIXTURES (tests/fixtures).
  */
@@ -79,9 +81,11 @@ static long slurp(const char *path, char *buf, size_t size)
     return (long)n;
 }
 
+/* In the child: stdin empty, stdout and stderr to files, then the program. */
 static void child(char **argv, const char *out, const char *err)
 {
-    if (!freopen(out, "w", stdout) || !freopen(err, "w", stderr))
+    if (!freopen("/dev/null", "r", stdin) || !freopen(out, "w", stdout) ||
+        !freopen(err, "w", stderr))
         _exit(126);
     execv(TG_TAPEGRAD, argv);
     _exit(127);
@@ -137,6 +141,7 @@ static void write_file(const char *path, const void *data, size_t size)
     ck_assert_int_eq(fclose(f), 0);
 }
 
+/* The lines of text that hold a, and b too unless b is NULL. */
 static int count_lines_with(const char *text, const char *a, const char *b)
 {
     int n = 0;
@@ -158,8 +163,7 @@ enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 /* --help and -h print usage on stdout, nothing on stderr, exit 0. */
 static void ck_help(const char *cmd, const char *flag)
 {
-    ck_assert_msg(tapegrad(cmd, flag, NULL) == 0, "%s %s: exit %d", cmd ? cmd : "", flag,
-                  R.code);
+    ck_assert_msg(tapegrad(cmd, flag, NULL) == 0, "%s %s: exit %d", cmd, flag, R.code);
     ck_assert_msg(strstr(R.out, "usage:") != NULL, "%s %s: stdout '%s'", cmd, flag, R.out);
     ck_assert_msg(R.err[0] == '\0', "%s %s: stderr '%s'", cmd, flag, R.err);
 }
@@ -452,14 +456,20 @@ static void write_idx(const char *data_dir, const char *prefix, int n, uint32_t 
 
 static char data_dir[300];
 
-static void make_data(void)
+/* The tiny set in dir/fashion. */
+static void write_data(void)
 {
-    make_dir();
     in_dir(data_dir, sizeof data_dir, "fashion");
     ck_assert_int_eq(mkdir(data_dir, 0700), 0);
     uint32_t rng = 12345;
     write_idx(data_dir, "train", N_TRAIN, &rng);
     write_idx(data_dir, "t10k", N_TEST, &rng);
+}
+
+static void make_data(void)
+{
+    make_dir();
+    write_data();
 }
 
 /* Trains LeNet-5 on the tiny set with seed 7 and batch 32; extra options
@@ -663,6 +673,19 @@ START_TEST(dot_short_option_named_as_typed)
 }
 END_TEST
 
+/* An unwritable --plot path is refused as an unwritable --log is: by the
+ * command, before training, and not by PLplot asking stdin for a file name. */
+START_TEST(train_plot_path_unwritable)
+{
+    write_data();
+    train("1", "--plot", "/nonexistent/curves.svg", NULL);
+    ck_failed(1, "tapegrad train: ");
+    ck_assert_ptr_nonnull(strstr(R.err, "/nonexistent/curves.svg"));
+    ck_assert_ptr_null(strstr(R.err, "PLPLOT"));
+    ck_assert_str_eq(R.out, "");
+}
+END_TEST
+
 /* --params takes a file holding more than the model's state (here the
  * fixture itself, with the batch and PyTorch's results beside the weights). */
 START_TEST(grad_params_ignores_other_keys) { ck_grad_run(LENET_FIX); }
@@ -730,6 +753,7 @@ Suite *tg_test_suite(void)
     tcase_add_test(tc, help_of_ops_and_version);
     tcase_add_test(tc, dot_short_option_named_as_typed);
     tcase_add_test(tc, grad_params_ignores_other_keys);
+    tcase_add_test(tc, train_plot_path_unwritable);
     suite_add_tcase(s, tc);
 #endif
     return s;
