@@ -96,6 +96,22 @@ static tg_status train(tg_ctx *ctx, const mlp *m, long steps)
     return (tg_status)tg_errcode(ctx);
 }
 
+/* Writes the grid's x, sin x and prediction as CSV; TG_OK or TG_EIO. */
+static tg_status write_csv(tg_ctx *ctx, const char *path, const tg_tensor *x, const tg_tensor *y,
+                           const tg_tensor *pred)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return TG_ERROR(ctx, TG_EIO, "write_csv: cannot create %s: %s", path, strerror(errno));
+    fprintf(f, "x,sin_x,prediction\n");
+    for (int64_t i = 0; i < x->numel; i++)
+        fprintf(f, "%.6f,%.6f,%.6f\n", tg_get(x, i), tg_get(y, i), tg_get(pred, i));
+    if (fclose(f) != 0)
+        return TG_ERROR(ctx, TG_EIO, "write_csv: cannot write %s", path);
+    printf("wrote %s\n", path);
+    return TG_OK;
+}
+
 /* Evaluates on the grid: prints the MSE and a few rows, optionally writes
  * the CSV; *mse receives the MSE. TG_OK or the error. */
 static tg_status evaluate(tg_ctx *ctx, const mlp *m, const char *csv, double *mse)
@@ -107,24 +123,13 @@ static tg_status evaluate(tg_ctx *ctx, const mlp *m, const char *csv, double *ms
         tg_tensor *err = tg_mse(ctx, pred, y, TG_MEAN);
         *mse = err ? tg_get(err, 0) : NAN;
     }
-    if (!pred)
+    if (tg_errcode(ctx) != TG_OK)
         return (tg_status)tg_errcode(ctx);
     printf("MSE on %d grid points in [%g, %g]: %.3e\n", GRID_POINTS, LO, HI, *mse);
     printf("%8s %10s %10s\n", "x", "sin x", "network");
     for (int64_t i = 0; i < GRID_POINTS; i += (GRID_POINTS - 1) / 6) /* x = -1, -0.5, ..., 2 */
         printf("%8.3f %10.5f %10.5f\n", tg_get(x, i), tg_get(y, i), tg_get(pred, i));
-    if (!csv)
-        return TG_OK;
-    FILE *f = fopen(csv, "w");
-    if (!f)
-        return TG_ERROR(ctx, TG_EIO, "fit_sin: cannot create %s: %s", csv, strerror(errno));
-    fprintf(f, "x,sin_x,prediction\n");
-    for (int64_t i = 0; i < GRID_POINTS; i++)
-        fprintf(f, "%.6f,%.6f,%.6f\n", tg_get(x, i), tg_get(y, i), tg_get(pred, i));
-    if (fclose(f) != 0)
-        return TG_ERROR(ctx, TG_EIO, "fit_sin: cannot write %s", csv);
-    printf("wrote %s\n", csv);
-    return TG_OK;
+    return csv ? write_csv(ctx, csv, x, y, pred) : TG_OK;
 }
 
 /* Parses the options; false (after printing the usage) on a bad one. */
