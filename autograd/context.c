@@ -290,7 +290,9 @@ tg_status tg_scope_push(tg_ctx *ctx, const char *name)
 
 tg_status tg_scope_pop(tg_ctx *ctx)
 {
-    TG__GUARD(ctx, ctx ? ctx->errcode : TG_EINVAL);
+    if (!ctx)
+        return TG_EINVAL;
+    /* closing works with an error held, so that a failed layer leaves no scope open */
     if (!ctx->scope)
         return TG_ERROR(ctx, TG_ESTATE, "scope_pop: no scope is open (more pops than pushes "
                                          "since the last tg_reset)");

@@ -748,9 +748,15 @@ tg_tensor *tg_model_forward(tg_ctx *ctx, tg_model *m, tg_tensor *x)
                  want + 1);
         return NULL;
     }
+    /* one scope per layer, named as its state_dict prefix and kind ("3.conv2d") */
     tg_tensor *h = x;
-    for (int i = 0; i < m->n && h; i++)
+    for (int i = 0; i < m->n && h; i++) {
+        char scope[48];
+        snprintf(scope, sizeof scope, "%d.%s", i, tg_layer_name(m->layers[i].spec.kind));
+        tg_scope_push(ctx, scope);
         h = forward_layer(ctx, &m->layers[i], h);
+        tg_scope_pop(ctx);
+    }
     return h;
 }
 

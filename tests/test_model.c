@@ -551,6 +551,36 @@ START_TEST(strict_load_refuses_extra_keys)
 }
 END_TEST
 
+/* Each layer's ops are recorded in a scope named "<index>.<kind>", and a
+ * failing layer leaves no scope open. */
+START_TEST(forward_records_one_scope_per_layer)
+{
+    tg_ctx *ctx = tg_ctx_new(10);
+    tg_model *m = load(ctx, MODELS "lenet5.tgm", TG_F32);
+    tg_tensor *x = tg_zeros(ctx, TG_F32, TG_SHAPE(2, 1, 28, 28));
+    tg_set_requires_grad(ctx, x, true);
+    ck_assert_ptr_nonnull(tg_model_forward(ctx, m, x));
+    ck_assert_int_eq(tg_scope_depth(ctx), 0);
+    const char *want[] = {"0.conv2d", "1.relu", "2.max_pool2d", "3.conv2d", "4.relu",
+                          "5.max_pool2d", "6.flatten", "7.linear", "8.relu", "9.linear",
+                          "10.relu", "11.linear"};
+    int seen = 0;
+    for (tg_tensor *t = tg_model_forward(ctx, m, x); t && t->node; t = t->node->in[0], seen++) {
+        ck_assert_ptr_nonnull(t->node->scope);
+        ck_assert_str_eq(t->node->scope->name, want[11 - seen]);
+    }
+    ck_assert_int_eq(seen, 12);
+    tg_reset(ctx);
+    tg_tensor *bad = tg_zeros(ctx, TG_F32, TG_SHAPE(2, 1, 28, 28));
+    tg_fill(ctx, bad, NAN);
+    tg_set_detect_anomaly(ctx, true); /* the first layer fails inside its scope */
+    ck_assert_ptr_null(tg_model_forward(ctx, m, bad));
+    ck_assert_int_eq(tg_scope_depth(ctx), 0);
+    tg_model_free(ctx, m);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- layers and errors */
 
 /* pad2d, conv, global_avg_pool (pooled dims kept), softmax, against hand values. */
@@ -694,6 +724,7 @@ Suite *tg_test_suite(void)
     TCase *tc = tcase_create("model");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, state_dict_names_and_order_match_pytorch);
+    tcase_add_test(tc, forward_records_one_scope_per_layer);
     tcase_add_test(tc, parameters_live_in_one_block);
     tcase_add_test(tc, build_initialises_as_pytorch);
     tcase_add_test(tc, lenet5_float64_matches_pytorch);

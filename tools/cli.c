@@ -9,12 +9,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const cli_opt *find_opt(const cli_opt *opts, const char *name, size_t len)
 {
     for (const cli_opt *o = opts; o && o->name; o++)
         if (strlen(o->name) == len && strncmp(o->name, name, len) == 0)
+            return o;
+    return NULL;
+}
+
+static const cli_opt *find_alias(const cli_opt *opts, char c)
+{
+    for (const cli_opt *o = opts; o && o->name; o++)
+        if (o->alias && o->alias == c)
             return o;
     return NULL;
 }
@@ -35,14 +44,16 @@ int cli_parse(const char *cmd, const char *usage, int argc, char **argv, const c
             fputs(usage, stdout);
             return CLI_HELP;
         }
-        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+        bool short_form = a[0] == '-' && a[1] && a[1] != '-' && !a[2];
+        if (!short_form && (strncmp(a, "--", 2) != 0 || a[2] == '\0')) {
             if (*n_pos == max_pos)
                 return usage_error(cmd, "unexpected argument", a);
             pos[(*n_pos)++] = a;
             continue;
         }
-        const char *name = a + 2, *eq = strchr(name, '=');
-        const cli_opt *o = find_opt(opts, name, eq ? (size_t)(eq - name) : strlen(name));
+        const char *name = a + (short_form ? 1 : 2), *eq = short_form ? NULL : strchr(name, '=');
+        const cli_opt *o = short_form ? find_alias(opts, a[1])
+                                      : find_opt(opts, name, eq ? (size_t)(eq - name) : strlen(name));
         if (!o)
             return usage_error(cmd, "unknown option", a);
         if (!o->value) {
@@ -104,6 +115,22 @@ bool cli_dtype(const char *cmd, const char *s, tg_dtype *out)
         fprintf(stderr, "tapegrad %s: --dtype '%s' is not f32 or f64\n", cmd, s);
         return false;
     }
+    return true;
+}
+
+bool cli_writable(const char *cmd, const char *opt, const char *path)
+{
+    struct stat st;
+    bool existed = stat(path, &st) == 0;
+    FILE *f = fopen(path, "a");
+    if (!f) {
+        fprintf(stderr, "tapegrad %s: cannot write --%s '%s': %s\n", cmd, opt, path,
+                strerror(errno));
+        return false;
+    }
+    fclose(f);
+    if (!existed)
+        remove(path);
     return true;
 }
 

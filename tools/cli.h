@@ -19,6 +19,7 @@ typedef struct cli_opt {
     const char *name;    /* "epochs" for --epochs */
     const char **value;  /* receives the value, or NULL for a flag */
     bool *flag;          /* set when a flag is given */
+    char alias;          /* a one-letter form ('o' for -o), or 0 */
 } cli_opt;
 
 /*
@@ -39,6 +40,10 @@ bool cli_double(const char *cmd, const char *opt, const char *s, double lo, doub
                 double *out);
 /* "f32" / "f64" (also float32 / float64). */
 bool cli_dtype(const char *cmd, const char *s, tg_dtype *out);
+
+/* True when path can be written (it is created and removed again if it did
+ * not exist); else a message naming the option and path, and false. */
+bool cli_writable(const char *cmd, const char *opt, const char *path);
 
 /* Prints "tapegrad CMD: <the context's error>" to stderr and returns CLI_FAIL. */
 int cli_fail(const char *cmd, const tg_ctx *ctx);
@@ -71,8 +76,9 @@ int cmd_dot(int argc, char **argv);
 
 /* plot.c: the loss and accuracy curves of a run as an SVG, drawn with
  * PLplot: train and test loss against the epoch on the left, test
- * accuracy on the right. n epochs; false (with a message) on failure. */
-bool cli_plot_curves(const char *path, int n, const double *train_loss, const double *test_loss,
-                     const double *test_acc);
+ * accuracy on the right; n epochs numbered from first. False (with a
+ * message) on failure. */
+bool cli_plot_curves(const char *path, int first, int n, const double *train_loss,
+                     const double *test_loss, const double *test_acc);
 
 #endif

@@ -82,13 +82,10 @@ int cmd_dot(int argc, char **argv)
 {
     const char *out = "graph.svg", *view = "forward", *batch_s = "4", *pos[1];
     bool collapse = false, stats = false, profile = false, train = false;
-    for (int i = 0; i < argc; i++) /* -o is --output */
-        if (strcmp(argv[i], "-o") == 0)
-            argv[i] = "--output";
-    cli_opt opts[] = {{"output", &out, NULL},      {"view", &view, NULL},
-                      {"collapse", NULL, &collapse}, {"stats", NULL, &stats},
-                      {"profile", NULL, &profile},   {"batch", &batch_s, NULL},
-                      {"train", NULL, &train},       {NULL, NULL, NULL}};
+    cli_opt opts[] = {{"output", &out, NULL, 'o'}, {"view", &view, NULL, 0},
+                      {"collapse", NULL, &collapse, 0}, {"stats", NULL, &stats, 0},
+                      {"profile", NULL, &profile, 0},   {"batch", &batch_s, NULL, 0},
+                      {"train", NULL, &train, 0},       {NULL, NULL, NULL, 0}};
     int n, rc = cli_parse("dot", dot_usage, argc, argv, opts, pos, 1, 1, &n);
     if (rc != CLI_OK)
         return rc == CLI_HELP ? CLI_OK : rc;

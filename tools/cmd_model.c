@@ -18,7 +18,7 @@ static const char summary_usage[] =
 int cmd_summary(int argc, char **argv)
 {
     const char *dtype_s = "f32", *pos[1];
-    cli_opt opts[] = {{"dtype", &dtype_s, NULL}, {NULL, NULL, NULL}};
+    cli_opt opts[] = {{"dtype", &dtype_s, NULL, 0}, {NULL, NULL, NULL, 0}};
     int n, rc = cli_parse("summary", summary_usage, argc, argv, opts, pos, 1, 1, &n);
     if (rc != CLI_OK)
         return rc == CLI_HELP ? CLI_OK : rc;
@@ -38,7 +38,8 @@ static const char grad_usage[] =
     "                     [--target Y.safetensors] --out G.safetensors [--dtype f32|f64] [--train]\n"
     "\n"
     "One forward and backward pass of the model file's network (eval mode unless\n"
-    "--train), with its parameters and buffers loaded from P (state_dict keys, strict).\n"
+    "--train), with its parameters and buffers loaded from P by their state_dict keys\n"
+    "(every one must be there; other keys, such as an optimiser's, are ignored).\n"
     "X holds one tensor named 'input' (batch included); Y one named 'target' (int64\n"
     "class indices for cross_entropy and nll, else floats). G receives 'loss' (with a\n"
     "target), 'output', 'input.grad' and '<param>.grad' for every parameter. Without a\n"
@@ -88,10 +89,10 @@ int cmd_grad(int argc, char **argv)
     const char *params = NULL, *input = NULL, *target = NULL, *out_path = NULL, *dtype_s = "f32";
     bool train = false;
     const char *pos[1];
-    cli_opt opts[] = {{"params", &params, NULL}, {"input", &input, NULL},
-                      {"target", &target, NULL}, {"out", &out_path, NULL},
-                      {"dtype", &dtype_s, NULL}, {"train", NULL, &train},
-                      {NULL, NULL, NULL}};
+    cli_opt opts[] = {{"params", &params, NULL, 0}, {"input", &input, NULL, 0},
+                      {"target", &target, NULL, 0}, {"out", &out_path, NULL, 0},
+                      {"dtype", &dtype_s, NULL, 0}, {"train", NULL, &train, 0},
+                      {NULL, NULL, NULL, 0}};
     int n, rc = cli_parse("grad", grad_usage, argc, argv, opts, pos, 1, 1, &n);
     if (rc != CLI_OK)
         return rc == CLI_HELP ? CLI_OK : rc;
@@ -105,7 +106,7 @@ int cmd_grad(int argc, char **argv)
     tg_ctx *ctx = tg_ctx_new(0);
     tg_model *m = ctx ? tg_model_load(ctx, pos[0], dtype) : NULL;
     if (m)
-        tg_model_load_state(ctx, m, params, true);
+        tg_model_load_state(ctx, m, params, false);
     tg_set_training(ctx, train);
     tg_tensor *x = read_one(ctx, input, "input", dtype);
     tg_tensor *y = target ? read_one(ctx, target, "target", dtype) : NULL;

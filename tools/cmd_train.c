@@ -62,14 +62,14 @@ static int parse_train(int argc, char **argv, run *r)
     const char *epochs = "1", *batch = "64", *lr = NULL, *momentum = "0.9", *wd = NULL;
     const char *seed = "0", *dtype = "f32", *maxb = "0", *pos[1];
     r->optimizer = "adam";
-    cli_opt opts[] = {{"data", &r->data, NULL},         {"epochs", &epochs, NULL},
-                      {"batch", &batch, NULL},          {"optimizer", &r->optimizer, NULL},
-                      {"lr", &lr, NULL},                {"momentum", &momentum, NULL},
-                      {"weight-decay", &wd, NULL},      {"seed", &seed, NULL},
-                      {"dtype", &dtype, NULL},
-                      {"save", &r->save, NULL},         {"resume", &r->resume, NULL},
-                      {"log", &r->log, NULL},           {"plot", &r->plot, NULL},
-                      {"max-batches", &maxb, NULL},     {NULL, NULL, NULL}};
+    cli_opt opts[] = {{"data", &r->data, NULL, 0},         {"epochs", &epochs, NULL, 0},
+                      {"batch", &batch, NULL, 0},          {"optimizer", &r->optimizer, NULL, 0},
+                      {"lr", &lr, NULL, 0},                {"momentum", &momentum, NULL, 0},
+                      {"weight-decay", &wd, NULL, 0},      {"seed", &seed, NULL, 0},
+                      {"dtype", &dtype, NULL, 0},
+                      {"save", &r->save, NULL, 0},         {"resume", &r->resume, NULL, 0},
+                      {"log", &r->log, NULL, 0},           {"plot", &r->plot, NULL, 0},
+                      {"max-batches", &maxb, NULL, 0},     {NULL, NULL, NULL, 0}};
     int n, rc = cli_parse("train", train_usage, argc, argv, opts, pos, 1, 1, &n);
     if (rc != CLI_OK)
         return rc;
@@ -123,10 +123,13 @@ static bool layout_of(tg_ctx *ctx, const tg_model *m, const tg_dataset *ds, tg_l
         *out = TG_LAYOUT_FLAT;
         return true;
     }
-    TG_ERROR(ctx, TG_ESHAPE, "the model takes inputs of %d dimensions (%lld, ...); Fashion-MNIST "
-                             "gives (1, %lld, %lld) images or %lld pixels",
-             nd, (long long)(nd ? s[0] : 0), (long long)ds->height, (long long)ds->width,
-             (long long)(ds->height * ds->width));
+    char shape[96] = "(";
+    for (int i = 0; i < nd; i++)
+        snprintf(shape + strlen(shape), sizeof shape - strlen(shape), i ? ", %lld" : "%lld",
+                 (long long)s[i]);
+    TG_ERROR(ctx, TG_ESHAPE, "the model takes examples of shape %s); Fashion-MNIST gives "
+                             "(1, %lld, %lld) images or %lld pixels", shape,
+             (long long)ds->height, (long long)ds->width, (long long)(ds->height * ds->width));
     return false;
 }
 
@@ -304,7 +307,7 @@ static int train_loop(tg_ctx *ctx, const run *r, tg_model *m, tg_optim *opt, run
         if (r->save && checkpoint(ctx, m, opt, s, r->save, true))
             rc = cli_fail("train", ctx);
         if (rc == CLI_OK && r->plot &&
-            !cli_plot_curves(r->plot, done + 1, curves, curves + n, curves + 2 * n))
+            !cli_plot_curves(r->plot, first_epoch, done + 1, curves, curves + n, curves + 2 * n))
             rc = CLI_FAIL;
     }
     free(curves);
@@ -320,6 +323,10 @@ int cmd_train(int argc, char **argv)
     int rc = parse_train(argc, argv, &r);
     if (rc != CLI_OK)
         return rc == CLI_HELP ? CLI_OK : rc;
+    if ((r.log && !cli_writable("train", "log", r.log)) ||
+        (r.plot && !cli_writable("train", "plot", r.plot)) ||
+        (r.save && !cli_writable("train", "save", r.save)))
+        return CLI_FAIL;
     tg_ctx *ctx = tg_ctx_new((uint64_t)r.seed);
     if (!ctx)
         return cli_fail("train", NULL);
@@ -366,20 +373,20 @@ int cmd_eval(int argc, char **argv)
 {
     const char *load = NULL, *data = TG_FASHION_MNIST_DIR, *batch_s = "256", *dtype_s = "f32";
     const char *pos[1];
-    cli_opt opts[] = {{"load", &load, NULL},   {"data", &data, NULL},
-                      {"batch", &batch_s, NULL}, {"dtype", &dtype_s, NULL},
-                      {NULL, NULL, NULL}};
+    cli_opt opts[] = {{"load", &load, NULL, 0},   {"data", &data, NULL, 0},
+                      {"batch", &batch_s, NULL, 0}, {"dtype", &dtype_s, NULL, 0},
+                      {NULL, NULL, NULL, 0}};
     int n, rc = cli_parse("eval", eval_usage, argc, argv, opts, pos, 1, 1, &n);
     if (rc != CLI_OK)
         return rc == CLI_HELP ? CLI_OK : rc;
     long long batch;
     tg_dtype dtype;
+    if (!cli_int("eval", "batch", batch_s, 1, 1 << 20, &batch) || !cli_dtype("eval", dtype_s, &dtype))
+        return CLI_USAGE;
     if (!load) {
         fprintf(stderr, "tapegrad eval: --load CKPT is required\n%s", eval_usage);
         return CLI_USAGE;
     }
-    if (!cli_int("eval", "batch", batch_s, 1, 1 << 20, &batch) || !cli_dtype("eval", dtype_s, &dtype))
-        return CLI_USAGE;
     tg_ctx *ctx = tg_ctx_new(0);
     tg_model *m = ctx ? tg_model_load(ctx, pos[0], dtype) : NULL;
     if (m)

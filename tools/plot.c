@@ -55,8 +55,8 @@ static void legend(const char *const *text, const PLINT *colors, int n)
              NULL, NULL, lcol, lstyle, lwidth, scol, sscale, snum, sym);
 }
 
-bool cli_plot_curves(const char *path, int n, const double *train_loss, const double *test_loss,
-                     const double *test_acc)
+bool cli_plot_curves(const char *path, int first, int n, const double *train_loss,
+                     const double *test_loss, const double *test_acc)
 {
     double *x = malloc((size_t)(n > 0 ? n : 1) * sizeof *x);
     if (!x || n < 1) {
@@ -65,8 +65,8 @@ bool cli_plot_curves(const char *path, int n, const double *train_loss, const do
         return false;
     }
     for (int i = 0; i < n; i++)
-        x[i] = i + 1;
-    double xlo = 0.7, xhi = n + 0.3, lo, hi;
+        x[i] = first + i;
+    double xlo = first - 0.3, xhi = first + n - 0.7, lo, hi;
     plsdev("svg");
     plsfnam(path);
     plsetopt("geometry", "1000x420");

@@ -114,7 +114,7 @@ static int check_ops(tg_ctx *ctx, const char **names, int n)
 int cmd_gradcheck(int argc, char **argv)
 {
     const char *lib = NULL, *pos[256];
-    cli_opt opts[] = {{"load", &lib, NULL}, {NULL, NULL, NULL}};
+    cli_opt opts[] = {{"load", &lib, NULL, 0}, {NULL, NULL, NULL, 0}};
     int n = 0, rc = cli_parse("gradcheck", gradcheck_usage, argc, argv, opts, pos, 0, 128, &n);
     if (rc != CLI_OK)
         return rc == CLI_HELP ? CLI_OK : rc;
@@ -129,8 +129,24 @@ int cmd_gradcheck(int argc, char **argv)
     return rc;
 }
 
-static int list_ops(void)
+static const char ops_usage[] =
+    "usage: tapegrad ops\n"
+    "\n"
+    "Lists the registered ops: name, how many inputs, whether they have samples.\n";
+static const char version_usage[] = "usage: tapegrad version\n\nPrints the version.\n";
+
+/* A command without arguments: only --help is taken. */
+static int no_args(const char *cmd, const char *usage, int argc, char **argv)
 {
+    int n;
+    return cli_parse(cmd, usage, argc, argv, NULL, NULL, 0, 0, &n);
+}
+
+static int list_ops(int argc, char **argv)
+{
+    int rc = no_args("ops", ops_usage, argc, argv);
+    if (rc != CLI_OK)
+        return rc == CLI_HELP ? CLI_OK : rc;
     tg_ctx *ctx = tg_ctx_new(0); /* registers the built-ins */
     if (!ctx)
         return cli_fail("ops", NULL);
@@ -168,10 +184,12 @@ int main(int argc, char **argv)
         if (!strcmp(cmd, cmds[i].name))
             return cmds[i].run(argc - 2, argv + 2);
     if (!strcmp(cmd, "ops"))
-        return list_ops();
+        return list_ops(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-        printf("tapegrad %s\n", tg_version());
-        return CLI_OK;
+        int rc = no_args("version", version_usage, argc - 2, argv + 2);
+        if (rc == CLI_OK)
+            printf("tapegrad %s\n", tg_version());
+        return rc == CLI_HELP ? CLI_OK : rc;
     }
     fprintf(stderr, "tapegrad: '%s' is not a command\n\n%s", cmd, usage_text);
     return CLI_USAGE;

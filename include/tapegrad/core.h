@@ -216,7 +216,8 @@ TG_API tg_ctx *tg_at_op(tg_ctx *ctx, const char *file, int line, const char *nam
  * a single box in the collapsed view. Scopes nest ("block1" > "conv1").
  * The name is copied into the step arena; tg_reset closes every scope.
  * Errors: TG_EINVAL (NULL or empty name), TG_ENOMEM; popping with no scope
- * open is TG_ESTATE.
+ * open is TG_ESTATE. tg_scope_pop works even with an error held, so code
+ * that pushes a scope can always close it.
  */
 TG_API tg_status tg_scope_push(tg_ctx *ctx, const char *name);
 TG_API tg_status tg_scope_pop(tg_ctx *ctx);

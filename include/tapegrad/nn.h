@@ -216,7 +216,9 @@ TG_API tg_model *tg_model_load(tg_ctx *ctx, const char *path, tg_dtype dtype);
  * returns the output (a step tensor). Dropout and batch norm follow the
  * context's training mode; in training mode batch norm updates its running
  * statistics and adds 1 to num_batches_tracked. global_avg_pool keeps the
- * pooled dimensions with size 1. Errors: TG_ESTATE (not built), TG_EDTYPE,
+ * pooled dimensions with size 1. Each layer's ops are recorded in a scope
+ * named as its state_dict prefix and kind ("3.conv2d"), so graphs draw
+ * one cluster per layer. Errors: TG_ESTATE (not built), TG_EDTYPE,
  * TG_ESHAPE (x does not fit the input), or an op's. */
 TG_API tg_tensor *tg_model_forward(tg_ctx *ctx, tg_model *m, tg_tensor *x);
 /* The model's loss of out against target (int64 class indices for
