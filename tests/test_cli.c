@@ -259,6 +259,7 @@ START_TEST(bad_numbers)
     ck_bad_value("train", "--lr", "nan");
     ck_bad_value("train", "--seed", "99999999999999999999999");
     ck_bad_value("train", "--max-batches", "-1");
+    ck_bad_value("train", "--threads", "0");
     ck_bad_value("eval", "--batch", "0");
     ck_bad_value("dot", "--batch", "many");
 }
@@ -574,7 +575,7 @@ START_TEST(train_and_eval_without_data)
     ck_failed(1, "dataset-fashion-mnist");
     ck_assert_ptr_nonnull(strstr(R.err, empty));
     in_dir(ckpt, sizeof ckpt, "ckpt.safetensors");
-    ck_assert_int_eq(train("1", "--max-batches", "2", "--save", ckpt, NULL), 0);
+    ck_assert_int_eq(train("1", "--max-batches", "2", "--threads", "1", "--save", ckpt, NULL), 0);
     tapegrad("eval", LENET, "--load", ckpt, "--data", empty, NULL);
     ck_failed(1, "dataset-fashion-mnist");
     in_dir(ckpt, sizeof ckpt, "absent.safetensors");

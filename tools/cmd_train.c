@@ -30,6 +30,7 @@ static const char train_usage[] =
     "  --momentum M         sgd momentum (default 0.9)\n"
     "  --weight-decay W     weight decay (default 0; 0.01 for adamw)\n"
     "  --seed S             RNG seed: initialisation, shuffling, dropout (default 0)\n"
+    "  --threads T          threads for the matrix products (default: OpenBLAS's choice)\n"
     "  --dtype f32|f64      parameter and activation type (default f32)\n"
     "  --save CKPT          write a checkpoint (safetensors) after every epoch\n"
     "  --resume CKPT        continue the run saved in CKPT (its epochs count)\n"
@@ -60,13 +61,13 @@ typedef struct metrics {
 static int parse_train(int argc, char **argv, run *r)
 {
     const char *epochs = "1", *batch = "64", *lr = NULL, *momentum = "0.9", *wd = NULL;
-    const char *seed = "0", *dtype = "f32", *maxb = "0", *pos[1];
+    const char *seed = "0", *dtype = "f32", *maxb = "0", *threads = NULL, *pos[1];
     r->optimizer = "adam";
     cli_opt opts[] = {{"data", &r->data, NULL, 0},         {"epochs", &epochs, NULL, 0},
                       {"batch", &batch, NULL, 0},          {"optimizer", &r->optimizer, NULL, 0},
                       {"lr", &lr, NULL, 0},                {"momentum", &momentum, NULL, 0},
                       {"weight-decay", &wd, NULL, 0},      {"seed", &seed, NULL, 0},
-                      {"dtype", &dtype, NULL, 0},
+                      {"dtype", &dtype, NULL, 0},       {"threads", &threads, NULL, 0},
                       {"save", &r->save, NULL, 0},         {"resume", &r->resume, NULL, 0},
                       {"log", &r->log, NULL, 0},           {"plot", &r->plot, NULL, 0},
                       {"max-batches", &maxb, NULL, 0},     {NULL, NULL, NULL, 0}};
@@ -80,7 +81,9 @@ static int parse_train(int argc, char **argv, run *r)
                 r->optimizer);
         return CLI_USAGE;
     }
+    long long n_threads = 0;
     bool ok = cli_int("train", "epochs", epochs, 1, 100000, &r->epochs) &&
+              (!threads || cli_int("train", "threads", threads, 1, 1024, &n_threads)) &&
               cli_int("train", "batch", batch, 1, 1 << 20, &r->batch) &&
               cli_int("train", "seed", seed, 0, (long long)(~0ULL >> 1), &r->seed) &&
               cli_int("train", "max-batches", maxb, 0, 1LL << 40, &r->max_batches) &&
@@ -89,6 +92,8 @@ static int parse_train(int argc, char **argv, run *r)
               cli_double("train", "weight-decay", wd ? wd : adamw ? "0.01" : "0", 0, 1e6,
                          &r->weight_decay) &&
               cli_dtype("train", dtype, &r->dtype);
+    if (ok && n_threads)
+        tg_set_num_threads((int)n_threads);
     return ok ? CLI_OK : CLI_USAGE;
 }
 

@@ -44,6 +44,13 @@ TG_API tg_tensor *tg_div_scalar(tg_ctx *ctx, tg_tensor *x, double c); /* [div_sc
 /* ------------------------------------------------ matrix products (ops/matmul.c) */
 
 /*
+ * Threads for the matrix products (OpenBLAS's pool), process-wide; n >= 1.
+ * Returns the previous count. tg_num_threads gives the current one.
+ */
+TG_API int tg_set_num_threads(int n);
+TG_API int tg_num_threads(void);
+
+/*
  * [matmul] a (..., n, k) times b (..., k, m) -> (..., n, m). Both need at
  * least 2 dimensions; the leading (batch) dimensions broadcast.
  */
