@@ -114,7 +114,8 @@ int cmd_grad(int argc, char **argv)
     tg_tensor *out = tg_model_forward(ctx, m, x);
     tg_tensor *loss = y ? tg_model_loss(ctx, m, out, y) : NULL;
     tg_backward(ctx, loss ? loss : tg_sum(ctx, out));
-    rc = tg_errcode(ctx) == TG_OK && write_grads(ctx, m, out_path, loss, out, x) == TG_OK
+    bool ok = tg_errcode(ctx) == TG_OK && x && out;
+    rc = ok && write_grads(ctx, m, out_path, loss, out, x) == TG_OK
              ? CLI_OK
              : cli_fail("grad", ctx);
     if (rc == CLI_OK && loss)
