@@ -44,7 +44,7 @@ static void legend(const char *const *text, const PLINT *colors, int n)
 {
     PLINT opts[2], lcol[2], lstyle[2] = {1, 1}, scol[2], snum[2] = {1, 1}, black[2] = {1, 1};
     PLFLT lwidth[2] = {2, 2}, sscale[2] = {1, 1};
-    const char *sym[2] = {"#(728)", "#(727)"};
+    const char *sym[2] = {"*", "x"}; /* plpoin codes 3 and 5 */
     for (int i = 0; i < n; i++) {
         opts[i] = PL_LEGEND_LINE | PL_LEGEND_SYMBOL;
         lcol[i] = scol[i] = colors[i];
@@ -82,8 +82,8 @@ bool cli_plot_curves(const char *path, int first, int n, const double *train_los
     plwidth(1.0);
     plenv(xlo, xhi, lo, hi, 0, 2);
     pllab("epoch", "loss", "loss per epoch");
-    series(n, x, train_loss, 2, 17);
-    series(n, x, test_loss, 3, 16);
+    series(n, x, train_loss, 2, 3);
+    series(n, x, test_loss, 3, 5);
     legend((const char *[]){"train", "test"}, (const PLINT[]){2, 3}, 2);
     double *pct = malloc((size_t)n * sizeof *pct);
     if (pct) {
@@ -94,7 +94,7 @@ bool cli_plot_curves(const char *path, int first, int n, const double *train_los
         plwidth(1.0);
         plenv(xlo, xhi, lo, hi, 0, 2);
         pllab("epoch", "accuracy (%)", "test accuracy");
-        series(n, x, pct, 4, 17);
+        series(n, x, pct, 4, 3);
     }
     plend();
     free(pct);
