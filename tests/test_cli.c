@@ -11,7 +11,7 @@
  *   train      a tiny synthetic Fashion-MNIST: epochs, CSV, SVG, checkpoints,
  *              a bit-identical resume, eval's confusion matrix, no data
  *   dot        every view, as SVG and as dot text
- *   gradcheck  --load of a user's op library (tests/userops.c)
+ *   gradcheck  --load of a user's op library (examples/softplus_op.c built as a plugin)
  *   fixed      what a first version of the command got wrong
  *
  * A failing test leaves its directory behind for inspection.
