@@ -368,14 +368,27 @@ tg_status tg_assign_f64(tg_ctx *ctx, tg_tensor *t, const double *values)
     return TG_OK;
 }
 
+/* double to int64, truncated toward zero, saturated, NaN to 0: never UB */
+static int64_t to_i64(double v)
+{
+    if (v != v)
+        return 0;
+    if (v >= 0x1p63)
+        return INT64_MAX;
+    if (v < -0x1p63)
+        return INT64_MIN;
+    return (int64_t)v;
+}
+
 tg_status tg_fill(tg_ctx *ctx, tg_tensor *t, double value)
 {
     TG__GUARD(ctx, ctx ? ctx->errcode : TG_EINVAL);
     if (tg__check_tensor(ctx, "fill", "t", t))
         return ctx->errcode;
     if (t->dtype == TG_I64) {
+        int64_t v = to_i64(value), *d = t->data;
         for (int64_t i = 0; i < t->numel; i++)
-            tg_set(t, i, value);
+            d[i] = v;
     } else {
         TG__DISPATCH(t->dtype, T, {
             T *d = t->data;
@@ -707,18 +720,6 @@ double tg_get(const tg_tensor *t, int64_t index)
     case TG_I64: return (double)((const int64_t *)t->data)[index];
     default: return NAN;
     }
-}
-
-/* double to int64, truncated toward zero, saturated, NaN to 0: never UB */
-static int64_t to_i64(double v)
-{
-    if (v != v)
-        return 0;
-    if (v >= 0x1p63)
-        return INT64_MAX;
-    if (v < -0x1p63)
-        return INT64_MIN;
-    return (int64_t)v;
 }
 
 void tg_set(tg_tensor *t, int64_t index, double value)
