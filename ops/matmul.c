@@ -14,16 +14,6 @@
 #include <cblas.h>
 #include <limits.h>
 
-int tg_set_num_threads(int n)
-{
-    int prev = openblas_get_num_threads();
-    if (n >= 1)
-        openblas_set_num_threads(n);
-    return prev;
-}
-
-int tg_num_threads(void) { return openblas_get_num_threads(); }
-
 void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
                  int64_t lda, const void *b, int64_t ldb, bool accumulate, void *c, int64_t ldc)
 {

@@ -30,6 +30,11 @@ void tg__bcast_init(tg__bcast *it, const tg_tensor *out, const tg_tensor *a, con
 typedef void (*tg__row_fn)(void *ud, int64_t n, const int64_t off[3], const int64_t inc[3]);
 void tg__bcast_rows(const tg__bcast *it, tg__row_fn row, void *ud);
 
+/* ---- threads (ops/threads.c): a loop over fewer elements than this runs on
+ * one thread; kernels write `#pragma omp parallel for if (n >= TG__PAR_GRAIN)`
+ * (the pragma is ignored in a build without OpenMP) */
+#define TG__PAR_GRAIN 32768
+
 /* ---- ops/matmul.c: C (m x n) = op(A) op(B) (+ C when accumulate), row-major, through CBLAS */
 void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
               int64_t lda, const void *b, int64_t ldb, bool accumulate, void *c, int64_t ldc);

@@ -9,4 +9,5 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     build-essential cmake ninja-build pkg-config \
     uthash-dev check libopenblas-dev zlib1g-dev libjansson-dev \
     graphviz libgraphviz-dev libplplot-dev dataset-fashion-mnist \
-    clang libclang-rt-14-dev cppcheck >/dev/null
+    clang libclang-rt-14-dev cppcheck \
+    libopenblas-openmp-dev libdnnl-dev libopenmpi-dev openmpi-bin >/dev/null

@@ -41,14 +41,23 @@ TG_API tg_tensor *tg_sub_scalar(tg_ctx *ctx, tg_tensor *x, double c); /* [add_sc
 TG_API tg_tensor *tg_mul_scalar(tg_ctx *ctx, tg_tensor *x, double c); /* [mul_scalar] x * c */
 TG_API tg_tensor *tg_div_scalar(tg_ctx *ctx, tg_tensor *x, double c); /* [div_scalar] x / c */
 
-/* ------------------------------------------------ matrix products (ops/matmul.c) */
+/* ------------------------------------------------ threads (ops/threads.c) */
 
 /*
- * Threads for the matrix products (OpenBLAS's pool), process-wide; n >= 1.
- * Returns the previous count. tg_num_threads gives the current one.
+ * The threads the kernels run on, process-wide; n >= 1 (other values only
+ * read the count). Returns the previous count; tg_num_threads gives the
+ * current one. The default is the cores the process may use (or
+ * OMP_NUM_THREADS). The library's own kernels split batches, channels and
+ * long element ranges over OpenMP threads, and BLAS runs in the same pool
+ * (OpenBLAS's OpenMP build), single-threaded inside a parallel region, so
+ * the cores are never oversubscribed. Results do not depend on the count
+ * beyond the order of floating-point sums. Call it between steps, from the
+ * thread that runs them.
  */
 TG_API int tg_set_num_threads(int n);
 TG_API int tg_num_threads(void);
+
+/* ------------------------------------------------ matrix products (ops/matmul.c) */
 
 /*
  * [matmul] a (..., n, k) times b (..., k, m) -> (..., n, m). Both need at
