@@ -1,28 +1,32 @@
 /*
- * conv.c: conv1d and conv2d (cross-correlation, PyTorch's layout) through
- * im2col and gemm; conv1d is conv2d with a height of 1.
+ * conv.c: conv1d and conv2d (cross-correlation, PyTorch's layout); conv1d
+ * is conv2d with a height of 1. This file validates, records and picks a
+ * backend; the arithmetic is in conv_portable.c (im2col + gemm) and
+ * conv_dnnl.c (oneDNN), behind conv_impl.h.
  *
  * Shapes: x (N, C, H, W), w (K, Cg, R, S) with Cg = C / G, y (N, K, OH, OW),
  * OH = floor((H + 2 ph - dh (R - 1) - 1) / sh) + 1 (OW likewise).
- * For image n and group g, col (Cg R S, OH OW) holds the receptive fields:
- *   col[(c R + i) S + j][oy OW + ox] = x[n, g Cg + c, oy sh - ph + i dh, ox sw - pw + j dw]
- * (zero outside the image), and
- *   y[n, group g]  = w_g (Kg, Cg R S) col
- *   dw_g          += dy[n, group g] col^T
- *   dcol           = w_g^T dy[n, group g], scattered back into dx (col2im, +=)
- *   db            += dy summed over n and pixels (in double for float32)
- * i.e. dX is the full convolution of dY with the kernel rotated 180 degrees.
- * A 1x1 kernel with stride 1 and no padding uses x itself as col.
+ *   y[n, k]  = sum over c, i, j of w[k, c, i, j] x[n, g Cg + c, oy sh - ph + i dh, ox sw - pw + j dw] + b[k]
+ *   dx       = full convolution of dy with the kernel rotated 180 degrees
+ *   dw[k]    = dy[:, k] correlated with x,   db[k] = dy[:, k] summed (in double)
  *
  * Sizes come from the caller, so every one is computed with overflow checks.
  * As in PyTorch, an input without elements is taken only when its batch is
  * empty (N = 0): the output is then (0, K, OH, OW) and nothing is computed.
  * The vjp reads x and w, never the bias or the output.
+ *
+ * Backend choice (tg__conv_pick): float64 always runs portable. float32
+ * runs oneDNN when the library is built with it (TG_DNNL, and not
+ * TG_PORTABLE_CONV), unless TAPEGRAD_CONV=portable|dnnl in the environment
+ * (read once) or a test's tg__conv_force says otherwise.
  */
-#include "ops_impl.h"
+#include "conv_impl.h"
 
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 
 typedef struct geom {
     int64_t n, c, h, w;        /* input */
@@ -30,15 +34,9 @@ typedef struct geom {
     int64_t oh, ow;            /* output */
     int64_t sh, sw, ph, pw, dh, dw, g;
     int64_t cg, kg, crs, ohw;  /* per group: channels, filters, col rows; output pixels */
-    size_t col_bytes;          /* one im2col buffer (crs, ohw) */
 } geom;
 
 static bool is_1d(const tg_node *node) { return node->op == &tg__op_conv1d; }
-
-static bool direct_col(const geom *q)
-{
-    return q->r == 1 && q->s == 1 && q->sh == 1 && q->sw == 1 && q->ph == 0 && q->pw == 0;
-}
 
 static void read_geometry(const tg_node *node, geom *q)
 {
@@ -168,12 +166,12 @@ static tg_status work_sizes(tg_ctx *ctx, const char *who, bool one, geom *q, siz
         return TG_ERROR(ctx, TG_ESHAPE, "%s: %s = %" PRId64 " exceeds the BLAS limit %d", who,
                         what, q->kg > INT_MAX ? q->kg : q->crs > INT_MAX ? q->crs : q->ohw,
                         INT_MAX);
-    int64_t elems, bytes;
-    if (__builtin_mul_overflow(q->crs, q->ohw, &elems) ||
+    /* the portable kernels' columns of one image, every group's */
+    int64_t rows, elems, bytes;
+    if (__builtin_mul_overflow(q->crs, q->g, &rows) || __builtin_mul_overflow(rows, q->ohw, &elems) ||
         __builtin_mul_overflow(elems, (int64_t)es, &bytes))
         return TG_ERROR(ctx, TG_ESHAPE, "%s: an im2col buffer of %" PRId64 " x %" PRId64
-                        " elements is more than can be addressed", who, q->crs, q->ohw);
-    q->col_bytes = (size_t)bytes;
+                        " elements is more than can be addressed", who, rows, q->ohw);
     return TG_OK;
 }
 
@@ -201,52 +199,62 @@ static tg_status geometry(tg_ctx *ctx, const tg_node *node, geom *q)
     return q->n > 0 ? work_sizes(ctx, who, one, q, tg_dtype_size(x->dtype)) : TG_OK;
 }
 
-/* col (crs, ohw) from channels [c0, c0 + cg) of image xi; col2im when back. */
-static void im2col(const geom *q, tg_dtype dt, const void *xi, int64_t c0, void *col, bool back)
+/* ---------------------------------------------------------------- backend choice */
+
+enum { PICK_AUTO, PICK_PORTABLE, PICK_DNNL };
+static atomic_int forced = PICK_AUTO; /* tg__conv_force */
+static int from_env = PICK_AUTO;      /* TAPEGRAD_CONV */
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+
+static int pick_named(const char *name)
 {
-    TG__DISPATCH(dt, T, {
-        T *cs = col;
-        for (int64_t c = 0; c < q->cg; c++) {
-            T *plane = (T *)xi + (c0 + c) * q->h * q->w;
-            for (int64_t i = 0; i < q->r; i++)
-                for (int64_t j = 0; j < q->s; j++) {
-                    T *row = cs + ((c * q->r + i) * q->s + j) * q->ohw;
-                    for (int64_t oy = 0; oy < q->oh; oy++) {
-                        int64_t y = oy * q->sh - q->ph + i * q->dh;
-                        T *out = row + oy * q->ow;
-                        if (y < 0 || y >= q->h) {
-                            if (!back)
-                                memset(out, 0, (size_t)q->ow * sizeof(T));
-                            continue;
-                        }
-                        const int64_t x0 = j * q->dw - q->pw;
-                        for (int64_t ox = 0; ox < q->ow; ox++) {
-                            int64_t x = ox * q->sw + x0;
-                            bool in = x >= 0 && x < q->w;
-                            if (back) {
-                                if (in)
-                                    plane[y * q->w + x] += out[ox];
-                            } else {
-                                out[ox] = in ? plane[y * q->w + x] : 0;
-                            }
-                        }
-                    }
-                }
-        }
-    });
+    if (!name)
+        return PICK_AUTO;
+    if (!strcmp(name, "portable"))
+        return PICK_PORTABLE;
+#ifdef TG_HAVE_DNNL
+    if (!strcmp(name, "dnnl"))
+        return PICK_DNNL;
+#endif
+    return -1;
 }
 
-/* y[n, k, :] += b[k] */
-static void add_bias(const geom *q, tg_dtype dt, void *y, const void *b)
+static void read_env(void)
 {
-    TG__DISPATCH(dt, T, {
-        T *o = y;
-        const T *bs = b;
-        for (int64_t n = 0; n < q->n; n++)
-            for (int64_t k = 0; k < q->k; k++)
-                for (int64_t p = 0; p < q->ohw; p++)
-                    o[(n * q->k + k) * q->ohw + p] += bs[k];
-    });
+    int p = pick_named(getenv("TAPEGRAD_CONV"));
+    from_env = p < 0 ? PICK_AUTO : p; /* unknown or unavailable: the default */
+}
+
+tg_status tg__conv_force(const char *name)
+{
+    int p = pick_named(name);
+    if (p < 0)
+        return TG_ENOTFOUND;
+    atomic_store(&forced, p);
+    return TG_OK;
+}
+
+const tg__conv_impl *tg__conv_pick(const tg__conv_desc *d)
+{
+    pthread_once(&env_once, read_env);
+    int p = atomic_load(&forced);
+    if (p == PICK_AUTO)
+        p = from_env;
+#ifdef TG_HAVE_DNNL
+    if (d->dtype == TG_F32 && p != PICK_PORTABLE)
+        return &tg__conv_dnnl;
+#endif
+    return &tg__conv_portable;
+}
+
+/* ---------------------------------------------------------------- the op */
+
+/* The kernels' view of a validated geometry. */
+static tg__conv_desc desc_of(const geom *q, tg_dtype dt)
+{
+    tg__conv_desc d = {dt, q->n, q->c, q->h, q->w, q->k, q->r, q->s, q->oh, q->ow,
+                       q->sh, q->sw, q->ph, q->pw, q->dh, q->dw, q->g};
+    return d;
 }
 
 static tg_tensor *conv_forward(tg_ctx *ctx, tg_node *node)
@@ -262,76 +270,12 @@ static tg_tensor *conv_forward(tg_ctx *ctx, tg_node *node)
                                : tg_empty(ctx, x->dtype, TG_SHAPE(q.n, q.k, q.oh, q.ow));
     if (!y || q.n == 0)
         return y;
-    size_t es = tg_dtype_size(x->dtype);
-    bool direct = direct_col(&q);
-    void *col = direct ? NULL : tg_scratch(ctx, q.col_bytes, false);
-    if (!direct && !col)
+    tg__conv_desc d = desc_of(&q, x->dtype);
+    /* the columns may outlive forward only when the vjp will want dw */
+    void **keep = node->recording && w->requires_grad ? &node->aux : NULL;
+    if (tg__conv_pick(&d)->fwd(ctx, &d, x->data, w->data, b ? b->data : NULL, y->data, keep))
         return NULL;
-    for (int64_t n = 0; n < q.n; n++) {
-        const char *xi = (const char *)x->data + (size_t)(n * q.c * q.h * q.w) * es;
-        for (int64_t g = 0; g < q.g; g++) {
-            const void *cols = direct ? xi + (size_t)(g * q.cg * q.ohw) * es : col;
-            if (!direct)
-                im2col(&q, x->dtype, xi, g * q.cg, col, false);
-            tg__gemm(x->dtype, false, false, q.kg, q.ohw, q.crs,
-                     (const char *)w->data + (size_t)(g * q.kg * q.crs) * es, q.crs, cols, q.ohw,
-                     false, (char *)y->data + (size_t)((n * q.k + g * q.kg) * q.ohw) * es, q.ohw);
-        }
-    }
-    if (b)
-        add_bias(&q, x->dtype, y->data, b->data);
     return y;
-}
-
-/* db[k] += dy[:, k, :] summed over images and positions, in double. */
-static void bias_grad(const geom *q, tg_dtype dt, const void *gout, void *gb)
-{
-    TG__DISPATCH(dt, T, {
-        const T *dy = gout;
-        T *db = gb;
-        for (int64_t k = 0; k < q->k; k++) {
-            double s = 0;
-            for (int64_t n = 0; n < q->n; n++) {
-                const T *row = dy + (n * q->k + k) * q->ohw;
-                for (int64_t p = 0; p < q->ohw; p++)
-                    s += row[p];
-            }
-            db[k] = (T)((double)db[k] + s);
-        }
-    });
-}
-
-/* Scratch of the vjp: col for dw, dcol for dx (NULL when not needed). */
-typedef struct vjp_bufs { void *col, *dcol; } vjp_bufs;
-
-/* dw and dx of image n. */
-static void conv_vjp_image(const geom *q, const tg_tensor *x, const tg_tensor *w,
-                           const tg_tensor *gout, tg_tensor *gx, tg_tensor *gw, vjp_bufs bufs,
-                           int64_t n)
-{
-    size_t es = tg_dtype_size(x->dtype);
-    bool direct = direct_col(q);
-    const char *xi = (const char *)x->data + (size_t)(n * q->c * q->h * q->w) * es;
-    char *gxi = gx ? (char *)gx->data + (size_t)(n * q->c * q->h * q->w) * es : NULL;
-    for (int64_t g = 0; g < q->g; g++) {
-        const char *dy = (const char *)gout->data + (size_t)((n * q->k + g * q->kg) * q->ohw) * es;
-        const char *wg = (const char *)w->data + (size_t)(g * q->kg * q->crs) * es;
-        if (gw) {
-            const void *cols = direct ? xi + (size_t)(g * q->cg * q->ohw) * es : bufs.col;
-            if (!direct)
-                im2col(q, x->dtype, xi, g * q->cg, bufs.col, false);
-            tg__gemm(x->dtype, false, true, q->kg, q->crs, q->ohw, dy, q->ohw, cols, q->ohw, true,
-                     (char *)gw->data + (size_t)(g * q->kg * q->crs) * es, q->crs);
-        }
-        if (gx && direct) {
-            tg__gemm(x->dtype, true, false, q->crs, q->ohw, q->kg, wg, q->crs, dy, q->ohw, true,
-                     gxi + (size_t)(g * q->cg * q->ohw) * es, q->ohw);
-        } else if (gx) {
-            tg__gemm(x->dtype, true, false, q->crs, q->ohw, q->kg, wg, q->crs, dy, q->ohw, false,
-                     bufs.dcol, q->ohw);
-            im2col(q, x->dtype, gxi, g * q->cg, bufs.dcol, true);
-        }
-    }
 }
 
 static tg_status conv_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
@@ -339,20 +283,17 @@ static tg_status conv_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_
     geom q;
     if (geometry(ctx, node, &q))
         return tg_errcode(ctx);
-    if (q.n == 0) /* nothing to add: every sum is empty */
-        return TG_OK;
     tg_tensor *gx = gin[0], *gw = gin[1], *gb = node->n_in > 2 ? gin[2] : NULL;
-    bool direct = direct_col(&q);
-    vjp_bufs bufs = {NULL, NULL};
-    if (gw && !direct && !(bufs.col = tg_scratch(ctx, q.col_bytes, false)))
+    if (q.n == 0) /* every sum is empty: a written gradient is zero */
+        return TG_OK;
+    tg__conv_desc d = desc_of(&q, gout->dtype);
+    const tg__conv_impl *impl = tg__conv_pick(&d);
+    if (gx && impl->bwd_data(ctx, &d, gout->data, node->in[1]->data, gx->data, true))
         return tg_errcode(ctx);
-    if (gx && !direct && !(bufs.dcol = tg_scratch(ctx, q.col_bytes, false)))
+    if ((gw || gb) && impl->bwd_weight(ctx, &d, gout->data, node->in[0]->data,
+                                       gw ? gw->data : NULL, true, gb ? gb->data : NULL, true,
+                                       node->aux))
         return tg_errcode(ctx);
-    if (gx || gw)
-        for (int64_t n = 0; n < q.n; n++)
-            conv_vjp_image(&q, node->in[0], node->in[1], gout, gx, gw, bufs, n);
-    if (gb)
-        bias_grad(&q, gout->dtype, gout->data, gb->data);
     return TG_OK;
 }
 

@@ -1,0 +1,296 @@
+/*
+ * conv_dnnl.c: the float32 convolution backend on oneDNN's C API.
+ *
+ * Our tensors stay in their plain layouts (x and y nchw, w oihw or goihw
+ * with groups, b x); oneDNN reads and writes them in place. The three
+ * primitives of a shape (forward, data gradient, weight gradient) are made
+ * once and kept in a process-wide cache keyed by the descriptor and the
+ * bias's presence; a lock guards the cache, and execution runs outside it
+ * (a primitive with a user scratchpad, here from the step arena, may run
+ * on several threads at once). The cache is released when the process
+ * ends. oneDNN writes its outputs, so a gradient to accumulate goes
+ * through a step-arena temporary and an add. The bias gradient is the
+ * shared double-precision sum (tg__conv_bias_grad), not oneDNN's float one.
+ * A shape oneDNN cannot do falls back to the portable kernels.
+ */
+#include "conv_impl.h"
+
+#include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+enum { CACHE_MAX = 64 }; /* shapes; beyond them primitives are made per call */
+enum { FWD, BWD_DATA, BWD_WEIGHT, NKINDS };
+
+typedef struct entry {
+    tg__conv_desc d;
+    bool bias;
+    bool tried[NKINDS], ok[NKINDS];
+    dnnl_primitive_desc_t fwd_pd; /* the hint the two backward ones need */
+    dnnl_primitive_t prim[NKINDS];
+    size_t pad[NKINDS];           /* scratchpad bytes */
+    dnnl_memory_desc_t pad_md[NKINDS];
+    struct entry *next;
+} entry;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static dnnl_engine_t engine;
+static bool engine_tried;
+static entry *cache;
+static int cached;
+
+static bool same(const entry *e, const tg__conv_desc *d, bool bias)
+{
+    return e->bias == bias && !memcmp(&e->d, d, sizeof *d);
+}
+
+/* Memory descriptors of x, w, b and y in our layouts. */
+typedef struct mds { dnnl_memory_desc_t x, w, b, y; } mds;
+
+static bool make_mds(const tg__conv_desc *d, mds *m)
+{
+    dnnl_dims_t x = {d->n, d->c, d->h, d->w}, y = {d->n, d->k, d->oh, d->ow}, b = {d->k};
+    dnnl_dims_t w = {d->k, d->c, d->r, d->s}, gw = {d->g, d->k / d->g, d->c / d->g, d->r, d->s};
+    return dnnl_memory_desc_init_by_tag(&m->x, 4, x, dnnl_f32, dnnl_nchw) == dnnl_success &&
+           dnnl_memory_desc_init_by_tag(&m->y, 4, y, dnnl_f32, dnnl_nchw) == dnnl_success &&
+           dnnl_memory_desc_init_by_tag(&m->b, 1, b, dnnl_f32, dnnl_x) == dnnl_success &&
+           (d->g == 1 ? dnnl_memory_desc_init_by_tag(&m->w, 4, w, dnnl_f32, dnnl_oihw)
+                      : dnnl_memory_desc_init_by_tag(&m->w, 5, gw, dnnl_f32, dnnl_goihw)) ==
+               dnnl_success;
+}
+
+/* The op descriptor of one kind. oneDNN counts dilation from 0; the right
+ * padding is the left one, as PyTorch passes it (the output size decides). */
+static bool op_desc(const tg__conv_desc *d, const mds *m, bool bias, int kind,
+                    dnnl_convolution_desc_t *cd)
+{
+    dnnl_dims_t st = {d->sh, d->sw}, dil = {d->dh - 1, d->dw - 1}, pad = {d->ph, d->pw};
+    dnnl_status_t s;
+    if (kind == FWD)
+        s = dnnl_dilated_convolution_forward_desc_init(cd, dnnl_forward_training,
+                                                       dnnl_convolution_direct, &m->x, &m->w,
+                                                       bias ? &m->b : NULL, &m->y, st, dil, pad, pad);
+    else if (kind == BWD_DATA)
+        s = dnnl_dilated_convolution_backward_data_desc_init(cd, dnnl_convolution_direct, &m->x,
+                                                             &m->w, &m->y, st, dil, pad, pad);
+    else
+        s = dnnl_dilated_convolution_backward_weights_desc_init(cd, dnnl_convolution_direct, &m->x,
+                                                                &m->w, NULL, &m->y, st, dil, pad,
+                                                                pad);
+    return s == dnnl_success;
+}
+
+/* Makes e's primitive of that kind (and the forward one it needs); false
+ * when oneDNN has none for the shape. The caller holds the lock. */
+static bool make_prim(entry *e, int kind)
+{
+    if (kind != FWD && !e->tried[FWD] && !make_prim(e, FWD))
+        return false;
+    if (kind != FWD && !e->ok[FWD])
+        return false;
+    if (e->tried[kind])
+        return e->ok[kind];
+    e->tried[kind] = true;
+    mds m;
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    if (!make_mds(&e->d, &m) || !op_desc(&e->d, &m, e->bias, kind, &cd) ||
+        dnnl_primitive_attr_create(&attr) != dnnl_success)
+        return false;
+    bool ok = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) ==
+                  dnnl_success &&
+              dnnl_primitive_desc_create(&pd, &cd, attr, engine,
+                                         kind == FWD ? NULL : e->fwd_pd) == dnnl_success &&
+              dnnl_primitive_create(&e->prim[kind], pd) == dnnl_success;
+    dnnl_primitive_attr_destroy(attr);
+    if (ok) {
+        e->pad_md[kind] = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        e->pad[kind] = dnnl_memory_desc_get_size(&e->pad_md[kind]);
+    }
+    if (ok && kind == FWD)
+        e->fwd_pd = pd;
+    else if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    e->ok[kind] = ok;
+    return ok;
+}
+
+static void free_entry(entry *e)
+{
+    for (int k = 0; k < NKINDS; k++)
+        if (e->prim[k])
+            dnnl_primitive_destroy(e->prim[k]);
+    if (e->fwd_pd)
+        dnnl_primitive_desc_destroy(e->fwd_pd);
+    free(e);
+}
+
+/* The shape's entry with its primitive of that kind made, or NULL when
+ * oneDNN cannot do it. *owned: the entry is not cached and the caller
+ * frees it. */
+static entry *lookup(const tg__conv_desc *d, bool bias, int kind, bool *owned)
+{
+    entry *e;
+    pthread_mutex_lock(&lock);
+    if (!engine_tried) {
+        engine_tried = true;
+        if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success)
+            engine = NULL;
+    }
+    for (e = cache; e && !same(e, d, bias); e = e->next)
+        ;
+    *owned = false;
+    if (!e && engine && (e = calloc(1, sizeof *e))) {
+        e->d = *d;
+        e->bias = bias;
+        *owned = cached >= CACHE_MAX;
+        if (!*owned) {
+            e->next = cache;
+            cache = e;
+            cached++;
+        }
+    }
+    bool ok = e && make_prim(e, kind);
+    pthread_mutex_unlock(&lock);
+    if (!ok && e && *owned)
+        free_entry(e);
+    return ok ? e : NULL;
+}
+
+__attribute__((destructor)) static void release_cache(void)
+{
+    pthread_mutex_lock(&lock);
+    while (cache) {
+        entry *e = cache;
+        cache = e->next;
+        free_entry(e);
+    }
+    cached = 0;
+    if (engine)
+        dnnl_engine_destroy(engine);
+    engine = NULL;
+    engine_tried = false;
+    pthread_mutex_unlock(&lock);
+}
+
+/* Runs e's primitive of that kind on the n buffers (argument ids, their
+ * descriptors) with a scratchpad from the step arena. */
+static tg_status run(tg_ctx *ctx, entry *e, int kind, int n, const int *ids,
+                     const dnnl_memory_desc_t *const *md, void *const *ptr)
+{
+    dnnl_exec_arg_t args[5];
+    dnnl_stream_t stream = NULL;
+    void *pad = e->pad[kind] ? tg_scratch(ctx, e->pad[kind], false) : NULL;
+    if (e->pad[kind] && !pad)
+        return tg_errcode(ctx);
+    int made = 0;
+    dnnl_status_t s = dnnl_success;
+    for (; made < n && s == dnnl_success; made++) {
+        args[made].arg = ids[made];
+        s = dnnl_memory_create(&args[made].memory, md[made], engine, ptr[made]);
+    }
+    if (s == dnnl_success && pad) {
+        args[made].arg = DNNL_ARG_SCRATCHPAD;
+        s = dnnl_memory_create(&args[made].memory, &e->pad_md[kind], engine, pad);
+        made++;
+    }
+    if (s != dnnl_success)
+        made--; /* the failed one was not made */
+    if (s == dnnl_success)
+        s = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+    if (s == dnnl_success)
+        s = dnnl_primitive_execute(e->prim[kind], stream, made, args);
+    if (s == dnnl_success)
+        s = dnnl_stream_wait(stream);
+    if (stream)
+        dnnl_stream_destroy(stream);
+    for (int i = 0; i < made; i++)
+        dnnl_memory_destroy(args[i].memory);
+    if (s == dnnl_out_of_memory)
+        return TG_ERROR(ctx, TG_ENOMEM, "conv2d: oneDNN ran out of memory");
+    if (s != dnnl_success)
+        return TG_ERROR(ctx, TG_EINTERNAL, "conv2d: oneDNN failed (status %d)", (int)s);
+    return TG_OK;
+}
+
+/* dst += src over n floats */
+static void add_into(float *dst, const float *src, int64_t n)
+{
+    #pragma omp parallel for if (n >= TG__PAR_GRAIN) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
+static tg_status dnnl_fwd(tg_ctx *ctx, const tg__conv_desc *d, const void *x, const void *w,
+                          const void *b, void *y, void **keep)
+{
+    bool owned;
+    entry *e = lookup(d, b != NULL, FWD, &owned);
+    if (!e)
+        return tg__conv_portable.fwd(ctx, d, x, w, b, y, keep);
+    mds m;
+    make_mds(d, &m);
+    const int ids[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+    const dnnl_memory_desc_t *md[] = {&m.x, &m.w, &m.y, &m.b};
+    void *ptr[] = {(void *)x, (void *)w, y, (void *)b};
+    tg_status st = run(ctx, e, FWD, b ? 4 : 3, ids, md, ptr);
+    if (owned)
+        free_entry(e);
+    return st;
+}
+
+static tg_status dnnl_bwd_data(tg_ctx *ctx, const tg__conv_desc *d, const void *dy, const void *w,
+                               void *dx, bool add)
+{
+    bool owned;
+    entry *e = lookup(d, false, BWD_DATA, &owned);
+    if (!e)
+        return tg__conv_portable.bwd_data(ctx, d, dy, w, dx, add);
+    const int64_t n = d->n * d->c * d->h * d->w;
+    float *out = add ? tg_scratch(ctx, (size_t)n * sizeof(float), false) : dx;
+    tg_status st = out ? TG_OK : tg_errcode(ctx);
+    mds m;
+    make_mds(d, &m);
+    const int ids[] = {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC};
+    const dnnl_memory_desc_t *md[] = {&m.y, &m.w, &m.x};
+    void *ptr[] = {(void *)dy, (void *)w, out};
+    if (!st)
+        st = run(ctx, e, BWD_DATA, 3, ids, md, ptr);
+    if (!st && add)
+        add_into(dx, out, n);
+    if (owned)
+        free_entry(e);
+    return st;
+}
+
+static tg_status dnnl_bwd_weight(tg_ctx *ctx, const tg__conv_desc *d, const void *dy,
+                                 const void *x, void *dw, bool add_w, void *db, bool add_b,
+                                 void *kept)
+{
+    if (db)
+        tg__conv_bias_grad(d, dy, db, add_b);
+    if (!dw)
+        return TG_OK;
+    bool owned;
+    entry *e = lookup(d, false, BWD_WEIGHT, &owned);
+    if (!e)
+        return tg__conv_portable.bwd_weight(ctx, d, dy, x, dw, add_w, NULL, false, kept);
+    const int64_t n = d->k * (d->c / d->g) * d->r * d->s;
+    float *out = add_w ? tg_scratch(ctx, (size_t)n * sizeof(float), false) : dw;
+    tg_status st = out ? TG_OK : tg_errcode(ctx);
+    mds m;
+    make_mds(d, &m);
+    const int ids[] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS};
+    const dnnl_memory_desc_t *md[] = {&m.x, &m.y, &m.w};
+    void *ptr[] = {(void *)x, (void *)dy, out};
+    if (!st)
+        st = run(ctx, e, BWD_WEIGHT, 3, ids, md, ptr);
+    if (!st && add_w)
+        add_into(dw, out, n);
+    if (owned)
+        free_entry(e);
+    return st;
+}
+
+const tg__conv_impl tg__conv_dnnl = {"dnnl", dnnl_fwd, dnnl_bwd_data, dnnl_bwd_weight};
