@@ -278,21 +278,32 @@ static tg_tensor *conv_forward(tg_ctx *ctx, tg_node *node)
     return y;
 }
 
+/* gin[i] = 0 when the vjp writes it (an empty sum); nothing when it adds. */
+static void zero_written(const tg_node *node, tg_tensor *const *gin)
+{
+    for (int i = 0; i < node->n_in; i++)
+        if (gin[i] && !tg_vjp_adds(node, i))
+            memset(gin[i]->data, 0, (size_t)gin[i]->numel * tg_dtype_size(gin[i]->dtype));
+}
+
 static tg_status conv_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
 {
     geom q;
     if (geometry(ctx, node, &q))
         return tg_errcode(ctx);
     tg_tensor *gx = gin[0], *gw = gin[1], *gb = node->n_in > 2 ? gin[2] : NULL;
-    if (q.n == 0) /* every sum is empty: a written gradient is zero */
+    if (q.n == 0) { /* every sum is empty */
+        zero_written(node, gin);
         return TG_OK;
+    }
     tg__conv_desc d = desc_of(&q, gout->dtype);
     const tg__conv_impl *impl = tg__conv_pick(&d);
-    if (gx && impl->bwd_data(ctx, &d, gout->data, node->in[1]->data, gx->data, true))
+    if (gx && impl->bwd_data(ctx, &d, gout->data, node->in[1]->data, gx->data,
+                             tg_vjp_adds(node, 0)))
         return tg_errcode(ctx);
     if ((gw || gb) && impl->bwd_weight(ctx, &d, gout->data, node->in[0]->data,
-                                       gw ? gw->data : NULL, true, gb ? gb->data : NULL, true,
-                                       node->aux))
+                                       gw ? gw->data : NULL, tg_vjp_adds(node, 1),
+                                       gb ? gb->data : NULL, tg_vjp_adds(node, 2), node->aux))
         return tg_errcode(ctx);
     return TG_OK;
 }
@@ -363,11 +374,11 @@ static const char *const conv_names[] = {"x", "weight", "bias", NULL}; /* graph 
 const tg_op tg__op_conv1d = {.name = "conv1d", .min_in = 2, .max_in = 3,
                              .attr_size = sizeof(tg_conv_attrs), .forward = conv_forward,
                              .vjp = conv_vjp, .print_attrs = conv_print, .sample = conv1d_sample,
-                             .input_names = conv_names};
+                             .flags = TG_OP_VJP_WRITES, .input_names = conv_names};
 const tg_op tg__op_conv2d = {.name = "conv2d", .min_in = 2, .max_in = 3,
                              .attr_size = sizeof(tg_conv_attrs), .forward = conv_forward,
                              .vjp = conv_vjp, .print_attrs = conv_print, .sample = conv2d_sample,
-                             .input_names = conv_names};
+                             .flags = TG_OP_VJP_WRITES, .input_names = conv_names};
 
 static tg_tensor *conv(tg_ctx *ctx, const tg_op *op, tg_tensor *x, tg_tensor *w, tg_tensor *b,
                        const tg_conv_attrs *a)
