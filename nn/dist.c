@@ -415,7 +415,6 @@ static tg_status finish_step(tg_ctx *ctx, tg_dist *d)
     return TG_OK;
 }
 
-#ifdef TG_HAVE_GRAD_HOOK
 /* Called by backward when a parameter's gradient is final for this step. */
 static void grad_ready(tg_ctx *ctx, tg_tensor *param, void *ud)
 {
@@ -442,7 +441,6 @@ static void grad_ready(tg_ctx *ctx, tg_tensor *param, void *ud)
     start_ready(ctx, d, false);
     poll_buckets(d);
 }
-#endif
 
 tg_status tg_dist_backward(tg_ctx *ctx, tg_dist *d, tg_tensor *loss, double weight)
 {
@@ -456,15 +454,11 @@ tg_status tg_dist_backward(tg_ctx *ctx, tg_dist *d, tg_tensor *loss, double weig
     begin_step(d, weight);
     double t0 = now_s();
     d->in_backward = true;
-#ifdef TG_HAVE_GRAD_HOOK
     if (d->mode == TG_DIST_BUCKETED)
         tg_set_grad_hook(ctx, grad_ready, d);
-#endif
     tg_status rc = tg_backward(ctx, loss);
-#ifdef TG_HAVE_GRAD_HOOK
     if (d->mode == TG_DIST_BUCKETED)
         tg_set_grad_hook(ctx, NULL, NULL);
-#endif
     d->in_backward = false;
     if (rc == TG_OK) {
         if (d->mode == TG_DIST_PLAIN) {
