@@ -13,6 +13,8 @@
  *   test_dist shard             tg_dist_shard's arithmetic (one process)
  *   test_dist write-data DIR    synthetic Fashion-MNIST IDX files for the command
  *   test_dist compare A B TOL   two checkpoints' tensors agree within TOL (relative)
+ *   test_dist bandwidth         MPI_Allreduce's time and bus bandwidth by size
+ *                               (a measurement for docs/distributed.md, not a test)
  * Exit status 0 on success; messages name the rank.
  */
 #include <math.h>
@@ -325,10 +327,54 @@ static int compare(const char *a, const char *b, double tol)
     return rc;
 }
 
+/* ---------------------------------------------------------------- bandwidth */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int bandwidth(void)
+{
+    tg_ctx *ctx = tg_ctx_new(0);
+    tg_dist *d = ctx ? tg_dist_new(ctx, NULL) : NULL;
+    if (!d)
+        return fail("tg_dist_new", ctx);
+    int rank = tg_dist_rank(d), n = tg_dist_size(d);
+    MPI_Comm comm = tg_dist_comm(d);
+    size_t max_bytes = (size_t)64 << 20;
+    float *buf = calloc(max_bytes / sizeof(float), sizeof(float));
+    if (rank == 0)
+        printf("%d ranks: size, median time, bus bandwidth 2(N-1)/N * bytes / time\n", n);
+    for (size_t bytes = 4096; buf && bytes <= max_bytes; bytes *= 4) {
+        enum { REPS = 15 };
+        double t[REPS];
+        int count = (int)(bytes / sizeof(float));
+        MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_FLOAT, MPI_SUM, comm);
+        for (int r = 0; r < REPS; r++) {
+            MPI_Barrier(comm);
+            double t0 = MPI_Wtime();
+            MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_FLOAT, MPI_SUM, comm);
+            t[r] = MPI_Wtime() - t0;
+        }
+        qsort(t, REPS, sizeof t[0], cmp_double);
+        if (rank == 0)
+            printf("%10zu bytes  %9.3f ms  %7.2f GB/s\n", bytes, 1e3 * t[REPS / 2],
+                   2.0 * (n - 1) / n * (double)bytes / t[REPS / 2] / 1e9);
+    }
+    free(buf);
+    tg_dist_free(ctx, d);
+    tg_ctx_free(ctx);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "equal"))
         return run_equal(!strcmp(argv[2], "f64") ? TG_F64 : TG_F32);
+    if (argc == 2 && !strcmp(argv[1], "bandwidth"))
+        return bandwidth();
     if (argc == 2 && !strcmp(argv[1], "shard"))
         return run_shard();
     if (argc == 3 && !strcmp(argv[1], "write-data"))

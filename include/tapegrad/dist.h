@@ -170,23 +170,6 @@ typedef struct tg_dist_stats {
 TG_API void tg_dist_get_stats(const tg_dist *d, tg_dist_stats *out);
 TG_API void tg_dist_stats_reset(tg_dist *d);
 
-/* ---------------------------------------------------------------- synchronised batch norm */
-
-/*
- * Batch norm in training mode whose mean and variance are those of the
- * batch over all ranks (PyTorch's SyncBatchNorm): x (N, C, ...) with this
- * rank's N examples; weight and bias (C) or NULL; the running statistics
- * (C) updated from the global ones (unbiased variance over all ranks'
- * examples) with momentum. The sums are allreduced in forward, and the
- * sums the input's gradient needs in backward (op "sync_batch_norm", a
- * registered op with a sample generator; on one rank it is batch_norm).
- * Outside training mode it is tg_batch_norm with the running statistics.
- * Every rank must call it the same number of times in the same order.
- */
-TG_API tg_tensor *tg_dist_batch_norm(tg_ctx *ctx, tg_dist *d, tg_tensor *x, tg_tensor *weight,
-                                     tg_tensor *bias, tg_tensor *running_mean,
-                                     tg_tensor *running_var, double momentum, double eps);
-
 #ifdef __cplusplus
 }
 #endif
