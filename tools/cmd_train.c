@@ -82,6 +82,30 @@ typedef struct par {
 
 static bool par_root(const par *p) { return p->rank == 0; }
 
+/* True when the run is part of an MPI job (of any size). */
+static bool par_joined(const par *p)
+{
+#ifdef TG_HAVE_MPI
+    return p->d != NULL;
+#else
+    (void)p;
+    return false;
+#endif
+}
+
+/* Cuts the model's gradients into the allreduce's buckets. */
+static void par_attach(tg_ctx *ctx, par *p, tg_model *m)
+{
+#ifdef TG_HAVE_MPI
+    if (p->d)
+        tg_dist_attach(ctx, p->d, m);
+#else
+    (void)ctx;
+    (void)p;
+    (void)m;
+#endif
+}
+
 /* Sums n doubles over the ranks. */
 static void par_sum(tg_ctx *ctx, par *p, double *v, int n)
 {
@@ -608,18 +632,16 @@ int cmd_train(int argc, char **argv)
     if (opt && !tg_errcode(ctx) && r.resume && par_root(&p))
         checkpoint(ctx, m, opt, &s, r.resume, false);
     ok = ok && par_agree(ctx, &p, "train", !tg_errcode(ctx));
-#ifdef TG_HAVE_MPI
-    if (ok && p.d) {
+    if (ok && par_joined(&p)) {
         size_t n = 0;
         tg_st_item *items = checkpoint_items(ctx, m, opt, &s, &n);
         if (items) {
             par_broadcast(ctx, &p, items, n);
             tg_free(ctx, items, n * sizeof *items);
         }
-        tg_dist_attach(ctx, p.d, m);
+        par_attach(ctx, &p, m);
         ok = par_agree(ctx, &p, "train", !tg_errcode(ctx));
     }
-#endif
     if (ok && r.resume) {
         tg_rng_state st;
         memcpy(st.s, s.rng->data, sizeof st.s);
