@@ -32,6 +32,8 @@
  *   tapegrad/data.h      data sets (IDX files, as MNIST ships them), batches
  *   tapegrad/nn.h        sequential models, layers, losses, initialisers, model files
  *   tapegrad/optim.h     optimisers (SGD, Adam, AdamW), schedules, gradient clipping
+ *   tapegrad/dist.h      data-parallel training over MPI: not included here (it needs
+ *                        mpi.h); include it yourself and link tapegrad_mpi
  *
  * Ownership in one line: the context owns everything; step tensors die at
  * tg_reset, parameters at tg_param_free or tg_ctx_free.
