@@ -176,7 +176,7 @@ tg_status tg_init_xavier_uniform(tg_ctx *ctx, tg_tensor *t, double gain)
 {
     if (!ctx || tg_errcode(ctx) != TG_OK)
         return held_error(ctx);
-    double std;
+    double std = 0; /* set by kaiming_std or xavier_std before any use */
     if (xavier_std(ctx, "init_xavier_uniform", t, gain, &std))
         return tg_errcode(ctx);
     return uniform(ctx, "init_xavier_uniform", t, -sqrt(3.0) * std, sqrt(3.0) * std);
@@ -186,7 +186,7 @@ tg_status tg_init_xavier_normal(tg_ctx *ctx, tg_tensor *t, double gain)
 {
     if (!ctx || tg_errcode(ctx) != TG_OK)
         return held_error(ctx);
-    double std;
+    double std = 0; /* set by kaiming_std or xavier_std before any use */
     if (xavier_std(ctx, "init_xavier_normal", t, gain, &std))
         return tg_errcode(ctx);
     return normal(ctx, "init_xavier_normal", t, 0.0, std);
@@ -214,7 +214,7 @@ tg_status tg_init_kaiming_uniform(tg_ctx *ctx, tg_tensor *t, double a, tg_fan_mo
 {
     if (!ctx || tg_errcode(ctx) != TG_OK)
         return held_error(ctx);
-    double std;
+    double std = 0; /* set by kaiming_std or xavier_std before any use */
     if (kaiming_std(ctx, "init_kaiming_uniform", "t", t, a, mode, nl, &std))
         return tg_errcode(ctx);
     return uniform(ctx, "init_kaiming_uniform", t, -sqrt(3.0) * std, sqrt(3.0) * std);
@@ -225,7 +225,7 @@ tg_status tg_init_kaiming_normal(tg_ctx *ctx, tg_tensor *t, double a, tg_fan_mod
 {
     if (!ctx || tg_errcode(ctx) != TG_OK)
         return held_error(ctx);
-    double std;
+    double std = 0; /* set by kaiming_std or xavier_std before any use */
     if (kaiming_std(ctx, "init_kaiming_normal", "t", t, a, mode, nl, &std))
         return tg_errcode(ctx);
     return normal(ctx, "init_kaiming_normal", t, 0.0, std);
@@ -251,7 +251,7 @@ tg_status tg_init_default(tg_ctx *ctx, tg_tensor *weight, tg_tensor *bias)
     if (!ctx || tg_errcode(ctx) != TG_OK)
         return held_error(ctx);
     const char *who = "init_default";
-    double std;
+    double std = 0; /* set by kaiming_std or xavier_std before any use */
     if (kaiming_std(ctx, who, "weight", weight, sqrt(5.0), TG_FAN_IN, TG_NL_LEAKY_RELU, &std) ||
         (bias && check_bias(ctx, who, weight, bias)))
         return tg_errcode(ctx);
