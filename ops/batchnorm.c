@@ -94,67 +94,99 @@ static tg_status check(tg_ctx *ctx, const tg_node *node, const bn *v)
     return TG_OK;
 }
 
-/* Mean and biased variance of every channel, each summed in double in two
- * passes; with running statistics in training mode, also moves them. */
-static void batch_stats(const bn *v, const tg_batch_norm_attrs *a, bool update, tg_tensor *mu,
-                        tg_tensor *r)
+/* Accumulators per lane: eight independent double sums let the compiler
+ * vectorise and pipeline a channel's reductions (the order of summation
+ * depends on the shape only, never on the thread count). */
+#define LANES 8
+
+/* Until the engine's first-write contract is in: the vjp adds to gin[i]. */
+static bool grad_adds(const tg_node *node, int i)
 {
+    (void)node;
+    (void)i;
+    return true;
+}
+
+/*
+ * Channel c: its statistics, then y over the channel while it is still in
+ * cache. With batch statistics the mean and the centred sum of squares
+ * come from one pass of sums of x - k in double, k the channel's first
+ * value (0 when not finite): with k inside the data the shifted sums do
+ * not cancel as raw sums of squares would. With running statistics in
+ * training mode (update), they also move.
+ */
+static void bn_channel(const bn *v, const tg_batch_norm_attrs *a, bool batch, bool update,
+                       tg_tensor *mu, tg_tensor *r, tg_tensor *y, int64_t c)
+{
+    const int64_t nc = v->c, ns = v->s, nn = v->n;
+    const double dm = (double)v->m;
     TG__DISPATCH(v->x->dtype, T, {
         const T *xs = v->x->data;
-        T *mus = mu->data, *rs = r->data;
-        T *rm = update ? v->rm->data : NULL, *rv = update ? v->rv->data : NULL;
-        double dm = (double)v->m;
-        for (int64_t c = 0; c < v->c; c++) {
-            double sum = 0, sq = 0;
-            for (int64_t i = 0; i < v->n; i++)
-                for (int64_t k = 0; k < v->s; k++)
-                    sum += (double)xs[(i * v->c + c) * v->s + k];
-            double mean = sum / dm;
-            for (int64_t i = 0; i < v->n; i++)
-                for (int64_t k = 0; k < v->s; k++) {
-                    double d = (double)xs[(i * v->c + c) * v->s + k] - mean;
-                    sq += d * d;
+        const T *w = v->w ? v->w->data : NULL, *b = v->b ? v->b->data : NULL;
+        T *mus = mu->data, *rs = r->data, *o = y->data;
+        T *rm = v->rm ? v->rm->data : NULL, *rv = v->rv ? v->rv->data : NULL;
+        if (batch) {
+            double k0 = (double)xs[c * ns], s1[LANES] = {0}, s2[LANES] = {0};
+            if (!isfinite(k0))
+                k0 = 0;
+            for (int64_t i = 0; i < nn; i++) {
+                const T *row = xs + (i * nc + c) * ns;
+                int64_t k = 0;
+                for (; k + LANES <= ns; k += LANES)
+                    for (int l = 0; l < LANES; l++) {
+                        double d = (double)row[k + l] - k0;
+                        s1[l] += d;
+                        s2[l] += d * d;
+                    }
+                for (; k < ns; k++) {
+                    double d = (double)row[k] - k0;
+                    s1[0] += d;
+                    s2[0] += d * d;
                 }
+            }
+            for (int l = 1; l < LANES; l++) {
+                s1[0] += s1[l];
+                s2[0] += s2[l];
+            }
+            double shift = s1[0] / dm, mean = k0 + shift;
+            double sq = s2[0] - s1[0] * shift; /* sum (x - mean)^2 */
+            if (sq < 0) /* rounding, when every value is about the same */
+                sq = 0;
             mus[c] = (T)mean;
             rs[c] = (T)(1.0 / sqrt(sq / dm + a->eps));
             if (update) {
                 rm[c] = (T)((1 - a->momentum) * (double)rm[c] + a->momentum * mean);
                 rv[c] = (T)((1 - a->momentum) * (double)rv[c] + a->momentum * sq / (dm - 1));
             }
+        } else {
+            mus[c] = rm[c];
+            rs[c] = (T)(1.0 / sqrt((double)rv[c] + a->eps));
+        }
+        const T mc = mus[c], rc = rs[c], wc = w ? w[c] : 1, bc = b ? b[c] : 0;
+        for (int64_t i = 0; i < nn; i++) {
+            const T *row = xs + (i * nc + c) * ns;
+            T *out = o + (i * nc + c) * ns;
+            if (w)
+                for (int64_t k = 0; k < ns; k++)
+                    out[k] = wc * ((row[k] - mc) * rc) + bc;
+            else
+                for (int64_t k = 0; k < ns; k++)
+                    out[k] = (row[k] - mc) * rc + bc;
         }
     });
+}
+
+static void bn_kernel(const bn *v, const tg_batch_norm_attrs *a, bool batch, tg_tensor *mu,
+                      tg_tensor *r, tg_tensor *y)
+{
+    bool update = batch && v->rm;
+#pragma omp parallel for if (v->x->numel >= TG__PAR_GRAIN) schedule(static)
+    for (int64_t c = 0; c < v->c; c++)
+        bn_channel(v, a, batch, update, mu, r, y, c);
     if (update) {
         tg_mark_dirty(v->rm);
         tg_mark_dirty(v->rv);
     }
-}
-
-static void running_stats(const bn *v, const tg_batch_norm_attrs *a, tg_tensor *mu, tg_tensor *r)
-{
-    TG__DISPATCH(v->x->dtype, T, {
-        const T *rm = v->rm->data, *rv = v->rv->data;
-        T *mus = mu->data, *rs = r->data;
-        for (int64_t c = 0; c < v->c; c++) {
-            mus[c] = rm[c];
-            rs[c] = (T)(1.0 / sqrt((double)rv[c] + a->eps));
-        }
-    });
-}
-
-static void normalise(const bn *v, const tg_tensor *mu, const tg_tensor *r, tg_tensor *y)
-{
-    TG__DISPATCH(v->x->dtype, T, {
-        const T *xs = v->x->data, *mus = mu->data, *rs = r->data;
-        const T *w = v->w ? v->w->data : NULL, *b = v->b ? v->b->data : NULL;
-        T *o = y->data;
-        for (int64_t i = 0; i < v->n; i++)
-            for (int64_t c = 0; c < v->c; c++)
-                for (int64_t k = 0; k < v->s; k++) {
-                    int64_t at = (i * v->c + c) * v->s + k;
-                    T xh = (xs[at] - mus[c]) * rs[c];
-                    o[at] = (w ? w[c] * xh : xh) + (b ? b[c] : 0);
-                }
-    });
 }
 
 /* Which inputs the vjp never reads: the bias, the output, and the running
@@ -195,14 +227,83 @@ static tg_tensor *bn_forward(tg_ctx *ctx, tg_node *node)
     mark_unused(node, &v, batch);
     if (v.x->numel == 0) /* no channels, or no values in eval mode: nothing to do */
         return y;
-    if (batch)
-        batch_stats(&v, a, v.rm != NULL, mu, r);
-    else
-        running_stats(&v, a, mu, r);
-    normalise(&v, mu, r, y);
+    bn_kernel(&v, a, batch, mu, r, y);
     if (node->recording && (!tg_node_save(ctx, node, mu) || !tg_node_save(ctx, node, r)))
         return NULL;
     return y;
+}
+
+/* What the vjp of one channel needs besides the node. */
+typedef struct bn_grads {
+    const tg_tensor *g;
+    tg_tensor *gx, *gw, *gb;
+    bool batch, add_x, add_w, add_b;
+} bn_grads;
+
+/*
+ * Channel c: sum g and sum g xh in one pass (double lanes), then dx in a
+ * second. Eval mode without dw and db needs no sums.
+ */
+static void bn_vjp_channel(const bn *v, const tg_node *node, const bn_grads *q, int64_t c)
+{
+    const int64_t nc = v->c, ns = v->s, nn = v->n;
+    const double m = (double)v->m;
+    const bool batch = q->batch;
+    TG__DISPATCH(v->x->dtype, T, {
+        const T *xs = v->x->data, *g = q->g->data;
+        const T *mus = node->saved[0]->data, *rs = node->saved[1]->data;
+        const T mc = mus[c], rc = rs[c], wc = v->w ? ((const T *)v->w->data)[c] : 1;
+        double sum_g = 0, sum_gxh = 0; /* sums of g and g xh over the channel */
+        if (batch || q->gw || q->gb) {
+            double s1[LANES] = {0}, s2[LANES] = {0};
+            for (int64_t i = 0; i < nn; i++) {
+                const T *xr = xs + (i * nc + c) * ns, *gr = g + (i * nc + c) * ns;
+                int64_t j = 0;
+                for (; j + LANES <= ns; j += LANES)
+                    for (int l = 0; l < LANES; l++) {
+                        s1[l] += (double)gr[j + l];
+                        s2[l] += (double)gr[j + l] * (double)((xr[j + l] - mc) * rc);
+                    }
+                for (; j < ns; j++) {
+                    s1[0] += (double)gr[j];
+                    s2[0] += (double)gr[j] * (double)((xr[j] - mc) * rc);
+                }
+            }
+            for (int l = 0; l < LANES; l++) {
+                sum_g += s1[l];
+                sum_gxh += s2[l];
+            }
+        }
+        if (q->gw) {
+            T *dw = q->gw->data;
+            dw[c] = q->add_w ? dw[c] + (T)sum_gxh : (T)sum_gxh;
+        }
+        if (q->gb) {
+            T *db = q->gb->data;
+            db[c] = q->add_b ? db[c] + (T)sum_g : (T)sum_g;
+        }
+        if (q->gx) {
+            /* with d = g w: sum d = w sum_g and sum d xh = w sum_gxh */
+            const T mean_d = (T)(wc * sum_g / m), mean_dxh = (T)(wc * sum_gxh / m);
+            const bool add = q->add_x;
+            for (int64_t i = 0; i < nn; i++) {
+                const T *xr = xs + (i * nc + c) * ns, *gr = g + (i * nc + c) * ns;
+                T *out = (T *)q->gx->data + (i * nc + c) * ns;
+                if (batch && add)
+                    for (int64_t j = 0; j < ns; j++)
+                        out[j] += rc * (gr[j] * wc - mean_d - ((xr[j] - mc) * rc) * mean_dxh);
+                else if (batch)
+                    for (int64_t j = 0; j < ns; j++)
+                        out[j] = rc * (gr[j] * wc - mean_d - ((xr[j] - mc) * rc) * mean_dxh);
+                else if (add)
+                    for (int64_t j = 0; j < ns; j++)
+                        out[j] += gr[j] * wc * rc;
+                else
+                    for (int64_t j = 0; j < ns; j++)
+                        out[j] = gr[j] * wc * rc;
+            }
+        }
+    });
 }
 
 static tg_status bn_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
@@ -212,45 +313,18 @@ static tg_status bn_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_te
     unpack(node, &v);
     if (v.x->numel == 0)
         return TG_OK;
-    bool batch = *(const bool *)node->aux;
-    int k = 1;
-    tg_tensor *gx = gin[0], *gw = v.w ? gin[k++] : NULL, *gb = v.b ? gin[k++] : NULL;
-    double m = (double)v.m;
-    TG__DISPATCH(v.x->dtype, T, {
-        const T *xs = v.x->data, *g = gout->data;
-        const T *mus = node->saved[0]->data, *rs = node->saved[1]->data;
-        const T *w = v.w ? v.w->data : NULL;
-        for (int64_t c = 0; c < v.c; c++) {
-            double sum_g = 0, sum_gxh = 0; /* sums of g and g xh over the channel */
-            for (int64_t i = 0; i < v.n; i++)
-                for (int64_t s = 0; s < v.s; s++) {
-                    int64_t at = (i * v.c + c) * v.s + s;
-                    sum_g += (double)g[at];
-                    sum_gxh += (double)g[at] * (double)((xs[at] - mus[c]) * rs[c]);
-                }
-            if (gw)
-                ((T *)gw->data)[c] += (T)sum_gxh;
-            if (gb)
-                ((T *)gb->data)[c] += (T)sum_g;
-            if (!gx)
-                continue;
-            T wc = w ? w[c] : 1, rc = rs[c];
-            /* with d = g w: sum d = w sum_g and sum d xh = w sum_gxh */
-            T mean_d = (T)(wc * sum_g / m), mean_dxh = (T)(wc * sum_gxh / m);
-            T *dx = gx->data;
-            for (int64_t i = 0; i < v.n; i++)
-                for (int64_t s = 0; s < v.s; s++) {
-                    int64_t at = (i * v.c + c) * v.s + s;
-                    T d = g[at] * wc;
-                    if (batch) {
-                        T xh = (xs[at] - mus[c]) * rc;
-                        dx[at] += rc * (d - mean_d - xh * mean_dxh);
-                    } else {
-                        dx[at] += d * rc;
-                    }
-                }
-        }
-    });
+    int k = 1, iw = 0, ib = 0;
+    bn_grads q = {.g = gout, .gx = gin[0], .batch = *(const bool *)node->aux};
+    if (v.w)
+        q.gw = gin[iw = k++];
+    if (v.b)
+        q.gb = gin[ib = k++];
+    q.add_x = q.gx && grad_adds(node, 0);
+    q.add_w = q.gw && grad_adds(node, iw);
+    q.add_b = q.gb && grad_adds(node, ib);
+#pragma omp parallel for if (v.x->numel >= TG__PAR_GRAIN) schedule(static)
+    for (int64_t c = 0; c < v.c; c++)
+        bn_vjp_channel(&v, node, &q, c);
     return TG_OK;
 }
 
