@@ -12,7 +12,10 @@
  * In training mode the running statistics move towards the batch's with
  * the unbiased variance: run = (1 - momentum) run + momentum stat.
  * Forward saves mu and r (C) and whether the batch's were used. Every sum
- * (the statistics and the vjp's per-channel sums) runs in double. The
+ * (the statistics and the vjp's per-channel sums) runs in double, over
+ * lanes in an order fixed by the shape; channels run in parallel, each on
+ * one thread, so the thread count changes nothing. The vjp writes first
+ * contributions (TG_OP_VJP_WRITES). The
  * running statistics are written in place and marked dirty; the vjp reads
  * them only in eval mode (through mu and r), so in training mode their
  * later updates (a second forward) do not block backward, as in PyTorch.
@@ -98,14 +101,6 @@ static tg_status check(tg_ctx *ctx, const tg_node *node, const bn *v)
  * vectorise and pipeline a channel's reductions (the order of summation
  * depends on the shape only, never on the thread count). */
 #define LANES 8
-
-/* Until the engine's first-write contract is in: the vjp adds to gin[i]. */
-static bool grad_adds(const tg_node *node, int i)
-{
-    (void)node;
-    (void)i;
-    return true;
-}
 
 /*
  * Channel c: its statistics, then y over the channel while it is still in
@@ -311,17 +306,22 @@ static tg_status bn_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_te
     (void)ctx;
     bn v;
     unpack(node, &v);
-    if (v.x->numel == 0)
-        return TG_OK;
     int k = 1, iw = 0, ib = 0;
     bn_grads q = {.g = gout, .gx = gin[0], .batch = *(const bool *)node->aux};
     if (v.w)
         q.gw = gin[iw = k++];
     if (v.b)
         q.gb = gin[ib = k++];
-    q.add_x = q.gx && grad_adds(node, 0);
-    q.add_w = q.gw && grad_adds(node, iw);
-    q.add_b = q.gb && grad_adds(node, ib);
+    q.add_x = q.gx && tg_vjp_adds(node, 0);
+    q.add_w = q.gw && tg_vjp_adds(node, iw);
+    q.add_b = q.gb && tg_vjp_adds(node, ib);
+    if (v.x->numel == 0) { /* channels but no values: dw and db are sums over nothing */
+        if (q.gw && !q.add_w)
+            memset(q.gw->data, 0, (size_t)q.gw->numel * tg_dtype_size(q.gw->dtype));
+        if (q.gb && !q.add_b)
+            memset(q.gb->data, 0, (size_t)q.gb->numel * tg_dtype_size(q.gb->dtype));
+        return TG_OK;
+    }
 #pragma omp parallel for if (v.x->numel >= TG__PAR_GRAIN) schedule(static)
     for (int64_t c = 0; c < v.c; c++)
         bn_vjp_channel(&v, node, &q, c);
@@ -369,7 +369,8 @@ static int bn_sample(tg_ctx *ctx, int index, tg_sample *s)
 
 const tg_op tg__op_batch_norm = {.name = "batch_norm", .min_in = 1, .max_in = 5,
                                  .attr_size = sizeof(tg_batch_norm_attrs), .forward = bn_forward,
-                                 .vjp = bn_vjp, .print_attrs = bn_print, .sample = bn_sample};
+                                 .vjp = bn_vjp, .print_attrs = bn_print, .sample = bn_sample,
+                                 .flags = TG_OP_VJP_WRITES};
 
 tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
                          tg_tensor *running_mean, tg_tensor *running_var, double momentum,

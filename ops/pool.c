@@ -23,6 +23,9 @@
  *        as torch.mean)
  * No vjp reads an input or output value (max pooling reads its saved
  * indices). As in PyTorch, only the batch of a pooled input may be empty.
+ * Planes are computed in parallel (each alone, so the thread count changes
+ * nothing). Every vjp writes its first contribution (TG_OP_VJP_WRITES):
+ * zeros where no window reaches, in the same pass over each plane.
  */
 #include "ops_impl.h"
 
@@ -168,14 +171,6 @@ static void taps(int64_t start, int64_t k, int64_t d, int64_t n, int64_t *i0, in
     int64_t last = past <= 0 ? 0 : (past - 1) / d + 1;
     *i0 = first;
     *i1 = last < k ? last : k;
-}
-
-/* Until the engine's first-write contract is in: the vjp adds to gin[i]. */
-static bool grad_adds(const tg_node *node, int i)
-{
-    (void)node;
-    (void)i;
-    return true;
 }
 
 /* Loops over the planes run in parallel when the input is large enough. */
@@ -426,7 +421,7 @@ static tg_status pool_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_
     pgeom q;
     if (pool_geometry(ctx, node, &q))
         return tg_errcode(ctx);
-    const bool add = grad_adds(node, 0), max = pool_max(node), fast = max && max_2x2(&q);
+    const bool add = tg_vjp_adds(node, 0), max = pool_max(node), fast = max && max_2x2(&q);
     if (max && !node->aux)
         return TG_ERROR(ctx, TG_EINTERNAL, "%s: the arg-max indices were not saved",
                         node->op->name);
@@ -552,7 +547,8 @@ static int avgpool1d_sample(tg_ctx *ctx, int index, tg_sample *s)
     const tg_op tg__op_##NAME = {.name = #NAME, .min_in = 1, .max_in = 1,                \
                                  .attr_size = sizeof(tg_pool_attrs),                     \
                                  .forward = pool_forward, .vjp = pool_vjp,               \
-                                 .print_attrs = pool_print, .sample = SAMPLE};           \
+                                 .print_attrs = pool_print, .sample = SAMPLE,            \
+                                 .flags = TG_OP_VJP_WRITES};                             \
     tg_tensor *tg_##NAME##_opts(tg_ctx *ctx, tg_tensor *x, const tg_pool_attrs *a)       \
     {                                                                                    \
         if (ctx && !ctx->errcode && !a) {                                                \
@@ -636,7 +632,7 @@ static tg_status gap_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_t
     (void)ctx;
     const tg_tensor *x = node->in[0];
     int64_t planes = gout->numel, s = planes ? x->numel / planes : 0;
-    const bool add = grad_adds(node, 0);
+    const bool add = tg_vjp_adds(node, 0);
     if (s == 0)
         return TG_OK;
 #pragma omp parallel for if (x->numel >= TG__PAR_GRAIN) schedule(static)
@@ -668,7 +664,7 @@ static int gap_print(const tg_node *node, char *buf, size_t size)
 const tg_op tg__op_global_avg_pool = {.name = "global_avg_pool", .min_in = 1, .max_in = 1,
                                       .attr_size = sizeof(tg_gap_attrs), .forward = gap_forward,
                                       .vjp = gap_vjp, .print_attrs = gap_print,
-                                      .sample = gap_sample};
+                                      .sample = gap_sample, .flags = TG_OP_VJP_WRITES};
 
 tg_tensor *tg_global_avg_pool_ex(tg_ctx *ctx, tg_tensor *x, bool keepdim)
 {
