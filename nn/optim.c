@@ -11,7 +11,9 @@
  * dtypes and shapes, and with refuse_nonfinite their values), then updates
  * each parameter in one pass over its contiguous memory, in its own dtype,
  * with PyTorch 1.13's order of operations (each scalar converted to the
- * dtype first, as a Python scalar meeting a tensor is).
+ * dtype first, as a Python scalar meeting a tensor is). The pass is a
+ * vectorised loop over pieces of the parameter, run in parallel for large
+ * ones (a model's parameter block is one parameter: one pass in all).
  */
 #include <math.h>
 #include <string.h>
