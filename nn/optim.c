@@ -646,7 +646,7 @@ tg_status tg_optim_zero_grad(tg_ctx *ctx, tg_optim *opt)
     if (rc)
         return rc;
     for (size_t i = 0; i < opt->n; i++)
-        tg_tensor_zero_grad(opt->params[i]);
+        tg_tensor_zero_grad_ex(opt->params[i], TG_SET_TO_NONE);
     return TG_OK;
 }
 
