@@ -8,8 +8,10 @@
  * NaN propagates as in PyTorch: relu(NaN) and leaky_relu(NaN) are NaN, and
  * their gradients there are g and a g (the comparisons are written so that
  * NaN takes PyTorch's branch). Any slope a is accepted, NaN included.
- * sigmoid never evaluates e^x for a large positive x: for x < 0 it uses
- * e^x / (1 + e^x), so +-1000 give exactly 1 and 0 with finite gradients.
+ * sigmoid never evaluates e^x for a large positive x: with e = e^-|x| it is
+ * 1 / (1 + e) for x >= 0 and e / (1 + e) below, so +-1000 give exactly 1
+ * and 0 with finite gradients. The vjps write the first contribution to a
+ * gradient (TG_OP_VJP_WRITES) and add later ones.
  */
 #include "ops_impl.h"
 
@@ -80,7 +82,7 @@ static tg_status act_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_t
     const tg_tensor *x = node->in[0], *y = node->out;
     int kind = kind_of(node);
     double a = slope_of(node);
-    bool add = true;
+    bool add = tg_vjp_adds(node, 0);
     TG__DISPATCH(x->dtype, T, {
         const T *restrict xs = x->data, *restrict ys = y->data, *restrict g = gout->data;
         T *restrict gx = gin[0]->data;
@@ -130,7 +132,8 @@ static int act_sample(tg_ctx *ctx, int index, tg_sample *s)
 #define ACT_OP(NAME, KIND)                                                               \
     const tg_op tg__op_##NAME = {.name = #NAME, .min_in = 1, .max_in = 1,                \
                                  .forward = act_forward, .vjp = act_vjp,                 \
-                                 .sample = act_sample, .impl = &kinds[KIND]};            \
+                                 .sample = act_sample, .impl = &kinds[KIND],             \
+                                 .flags = TG_OP_VJP_WRITES};                             \
     tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *x)                                      \
     {                                                                                    \
         return tg_apply(ctx, &tg__op_##NAME, &x, 1, NULL);                               \
@@ -143,7 +146,8 @@ ACT_OP(tanh, TANH)
 const tg_op tg__op_leaky_relu = {.name = "leaky_relu", .min_in = 1, .max_in = 1,
                                  .attr_size = sizeof(tg_scalar_attrs), .forward = act_forward,
                                  .vjp = act_vjp, .print_attrs = leaky_print,
-                                 .sample = act_sample, .impl = &kinds[LEAKY]};
+                                 .sample = act_sample, .impl = &kinds[LEAKY],
+                                 .flags = TG_OP_VJP_WRITES};
 
 tg_tensor *tg_leaky_relu(tg_ctx *ctx, tg_tensor *x, double negative_slope)
 {

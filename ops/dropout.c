@@ -89,7 +89,7 @@ static tg_status dropout_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
 {
     (void)ctx;
     const tg_tensor *mask = node->n_saved ? node->saved[0] : NULL; /* none in eval mode */
-    bool add = true;
+    bool add = tg_vjp_adds(node, 0);
     int64_t n = gout->numel;
     TG__DISPATCH(gout->dtype, T, {
         const T *restrict g = gout->data, *restrict m = mask ? mask->data : NULL;
@@ -141,7 +141,7 @@ static int dropout_sample(tg_ctx *ctx, int index, tg_sample *s)
 const tg_op tg__op_dropout = {.name = "dropout", .min_in = 1, .max_in = 1,
                               .attr_size = sizeof(tg_dropout_attrs), .forward = dropout_forward,
                               .vjp = dropout_vjp, .print_attrs = dropout_print,
-                              .sample = dropout_sample};
+                              .sample = dropout_sample, .flags = TG_OP_VJP_WRITES};
 
 tg_tensor *tg_dropout(tg_ctx *ctx, tg_tensor *x, double p)
 {
