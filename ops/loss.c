@@ -47,6 +47,23 @@
 
 #include <tgmath.h>
 
+/* Runs ROW(i) for i < rows, split over threads when total (elements)
+ * reaches the grain; below it the loop stays out of OpenMP, whose entry
+ * costs more than a small batch. */
+#define PAR_ROWS(total, rows, ROW)                                                     \
+    do {                                                                               \
+        if ((total) >= TG__PAR_GRAIN) {                                                \
+            _Pragma("omp parallel for schedule(static)")                               \
+            for (int64_t i = 0; i < (rows); i++) {                                     \
+                ROW(i);                                                                \
+            }                                                                          \
+        } else {                                                                       \
+            for (int64_t i = 0; i < (rows); i++) {                                     \
+                ROW(i);                                                                \
+            }                                                                          \
+        }                                                                              \
+    } while (0)
+
 static const char *reduction_name(tg_reduction r)
 {
     return r == TG_SUM ? "sum" : r == TG_NONE ? "none" : "mean";
@@ -696,6 +713,21 @@ static tg_tensor *ce_forward(tg_ctx *ctx, tg_node *node)
 /* g of sample (i, j): gout's entry (none) or its one value. */
 #define SAMPLE_G(T) (none ? (T)g[i * inner + j] : (T)g0)
 
+/* The gradients of sample row i (in ce_vjp) */
+#define CE_VJP_ROW(i)                                                                  \
+    for (int64_t cl = 0; cl < c; cl++)                                                 \
+        for (int64_t j = 0; j < inner; j++) {                                          \
+            int64_t at = ((i) * c + cl) * inner + j;                                   \
+            if (gz) { /* the division last, so g = 1 is exact */                       \
+                T v = SAMPLE_G(T) * d[at] / tm;                                        \
+                gz[at] = add_z ? gz[at] + v : v;                                       \
+            }                                                                          \
+            if (gt && ts) { /* both or neither: gin[1] decides */                      \
+                T v = SAMPLE_G(T) * ts[at] / tm;                                       \
+                gt[at] = add_t ? gt[at] + v : v;                                       \
+            }                                                                          \
+        }
+
 static tg_status ce_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
 {
     (void)ctx;
@@ -717,20 +749,7 @@ static tg_status ce_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_te
         const T *ws = dw ? dw->data : NULL;
         T *gz = gin[0] ? gin[0]->data : NULL, *gt = gin[1] ? gin[1]->data : NULL;
         T tm = (T)div;
-        _Pragma("omp parallel for if (z->numel >= TG__PAR_GRAIN) schedule(static)")
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t cl = 0; cl < c; cl++)
-                for (int64_t j = 0; j < inner; j++) {
-                    int64_t at = (i * c + cl) * inner + j;
-                    if (gz) { /* the division last, so g = 1 is exact */
-                        T v = SAMPLE_G(T) * d[at] / tm;
-                        gz[at] = add_z ? gz[at] + v : v;
-                    }
-                    if (gt && ts) { /* both or neither: gin[1] decides */
-                        T v = SAMPLE_G(T) * ts[at] / tm;
-                        gt[at] = add_t ? gt[at] + v : v;
-                    }
-                }
+        PAR_ROWS(z->numel, n, CE_VJP_ROW);
         for (int64_t cl = 0; ws && cl < c; cl++) {
             double acc = 0;
             for (int64_t i = 0; i < n; i++)

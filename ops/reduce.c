@@ -41,6 +41,10 @@ static double scale_of(const tg_node *node, span s)
     return s.n ? 1.0 / (double)s.n : NAN;
 }
 
+/* One parallel, vectorised loop over n elements (a pragma that can stand
+ * inside the dispatch macro's argument). */
+#define PAR_SIMD _Pragma("omp parallel for simd if (n >= TG__PAR_GRAIN) schedule(static)")
+
 /* Elements per block of a full sum: blocks are summed on their own, then
  * their sums in order, so the result is the same at any thread count. */
 #define SUM_BLOCK 4096
@@ -125,24 +129,36 @@ static tg_status reduce_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
         return TG_OK; /* no element to receive a gradient */
     span s = span_of(x, a, axis);
     double scale = scale_of(node, s);
-    int64_t rows = s.outer * s.n, total = x->numel;
+    int64_t rows = s.outer * s.n, total = x->numel, n = s.n;
     bool add = tg_vjp_adds(node, 0);
     TG__DISPATCH(x->dtype, T, {
         const T *restrict g = gout->data;
         T *restrict gx = gin[0]->data;
         T sc = (T)scale;
-        _Pragma("omp parallel for if (total >= TG__PAR_GRAIN) schedule(static)")
-        for (int64_t r = 0; r < rows; r++) {
-            const T *gr = g + r / s.n * s.inner;
-            T *dr = gx + r * s.inner;
-            if (add) {
-                _Pragma("omp simd")
-                for (int64_t i = 0; i < s.inner; i++)
-                    dr[i] += gr[i] * sc;
-            } else {
-                _Pragma("omp simd")
-                for (int64_t i = 0; i < s.inner; i++)
-                    dr[i] = gr[i] * sc;
+        if (s.inner == 1) { /* each output's gradient fills a contiguous run of n */
+            for (int64_t p = 0; p < s.outer; p++) {
+                T v = g[p] * sc;
+                T *dr = gx + p * n;
+                if (add) {
+                    PAR_SIMD for (int64_t j = 0; j < n; j++) dr[j] += v;
+                } else {
+                    PAR_SIMD for (int64_t j = 0; j < n; j++) dr[j] = v;
+                }
+            }
+        } else { /* each row of inner gradients repeats one row of g */
+            _Pragma("omp parallel for if (total >= TG__PAR_GRAIN) schedule(static)")
+            for (int64_t r = 0; r < rows; r++) {
+                const T *gr = g + r / s.n * s.inner;
+                T *dr = gx + r * s.inner;
+                if (add) {
+                    _Pragma("omp simd")
+                    for (int64_t i = 0; i < s.inner; i++)
+                        dr[i] += gr[i] * sc;
+                } else {
+                    _Pragma("omp simd")
+                    for (int64_t i = 0; i < s.inner; i++)
+                        dr[i] = gr[i] * sc;
+                }
             }
         }
     });

@@ -38,6 +38,21 @@ static tg_status line_of(tg_ctx *ctx, const char *who, const tg_tensor *x, int a
     return TG_OK;
 }
 
+/* Runs LINE(q) for q < lines, split over threads when total (elements)
+ * reaches the grain; below it the loop stays out of OpenMP, whose entry
+ * costs more than a small batch of lines. */
+#define PAR_LINES(total, lines, LINE)                                                  \
+    do {                                                                               \
+        if ((total) >= TG__PAR_GRAIN) {                                                \
+            _Pragma("omp parallel for schedule(static)")                               \
+            for (int64_t q = 0; q < (lines); q++)                                      \
+                LINE(q);                                                               \
+        } else {                                                                       \
+            for (int64_t q = 0; q < (lines); q++)                                      \
+                LINE(q);                                                               \
+        }                                                                              \
+    } while (0)
+
 static bool is_log(const tg_node *node) { return node->op == &tg__op_log_softmax; }
 
 /* Normalises the line starting at x + base with element stride `inner`;
@@ -58,6 +73,9 @@ static bool is_log(const tg_node *node) { return node->op == &tg__op_log_softmax
         }                                                                            \
     } while (0)
 
+/* Line q of tg__softmax_lines */
+#define FORWARD_LINE(q) SOFTMAX_LINE(T, xs, o, (q) / l.inner * l.n * l.inner + (q) % l.inner, l, logp)
+
 void tg__softmax_lines(tg_dtype dt, const void *x, void *y, int64_t outer, int64_t n,
                        int64_t inner, bool logp)
 {
@@ -70,9 +88,7 @@ void tg__softmax_lines(tg_dtype dt, const void *x, void *y, int64_t outer, int64
     TG__DISPATCH(dt, T, {
         const T *xs = x;
         T *o = y;
-        _Pragma("omp parallel for if (total >= TG__PAR_GRAIN) schedule(static)")
-        for (int64_t q = 0; q < lines; q++)
-            SOFTMAX_LINE(T, xs, o, q / l.inner * l.n * l.inner + q % l.inner, l, logp);
+        PAR_LINES(total, lines, FORWARD_LINE);
     });
 }
 
@@ -92,6 +108,23 @@ static tg_tensor *softmax_forward(tg_ctx *ctx, tg_node *node)
     return y;
 }
 
+/* The gradient of line q (in softmax_vjp) */
+#define VJP_LINE(q)                                                                \
+    do {                                                                           \
+        int64_t base = (q) / l.inner * l.n * l.inner + (q) % l.inner;              \
+        double dot = 0;                                                            \
+        for (int64_t j = 0; j < l.n; j++) {                                        \
+            int64_t k = base + j * l.inner;                                        \
+            dot += logp ? (double)g[k] : (double)g[k] * (double)ys[k];             \
+        }                                                                          \
+        T d = (T)dot;                                                              \
+        for (int64_t j = 0; j < l.n; j++) {                                        \
+            int64_t k = base + j * l.inner;                                        \
+            T v = logp ? g[k] - exp(ys[k]) * d : ys[k] * (g[k] - d);               \
+            gx[k] = add ? gx[k] + v : v;                                           \
+        }                                                                          \
+    } while (0)
+
 static tg_status softmax_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                              tg_tensor *const *gin)
 {
@@ -107,21 +140,7 @@ static tg_status softmax_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
     TG__DISPATCH(x->dtype, T, {
         const T *ys = y->data, *g = gout->data;
         T *gx = gin[0]->data;
-        _Pragma("omp parallel for if (total >= TG__PAR_GRAIN) schedule(static)")
-        for (int64_t q = 0; q < lines; q++) {
-            int64_t base = q / l.inner * l.n * l.inner + q % l.inner;
-            double dot = 0;
-            for (int64_t j = 0; j < l.n; j++) {
-                int64_t k = base + j * l.inner;
-                dot += logp ? (double)g[k] : (double)g[k] * (double)ys[k];
-            }
-            T d = (T)dot;
-            for (int64_t j = 0; j < l.n; j++) {
-                int64_t k = base + j * l.inner;
-                T v = logp ? g[k] - exp(ys[k]) * d : ys[k] * (g[k] - d);
-                gx[k] = add ? gx[k] + v : v;
-            }
-        }
+        PAR_LINES(total, lines, VJP_LINE);
     });
     return TG_OK;
 }
