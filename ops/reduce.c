@@ -102,11 +102,11 @@ static tg_tensor *reduce_forward(tg_ctx *ctx, tg_node *node)
     double scale = scale_of(node, s);
     if (a->all)
         return sum_all(ctx, x, scale, out) == TG_OK ? out : NULL;
-    int64_t lines = s.outer * s.inner, total = x->numel;
+    int64_t lines = s.outer * s.inner;
     TG__DISPATCH(x->dtype, T, {
         const T *xs = x->data;
         T *o = out->data;
-        _Pragma("omp parallel for if (total >= TG__PAR_GRAIN) schedule(static)")
+        _Pragma("omp parallel for if (x->numel >= TG__PAR_GRAIN) schedule(static)")
         for (int64_t q = 0; q < lines; q++) {
             int64_t p = q / s.inner, i = q % s.inner;
             double acc = 0;
@@ -129,7 +129,7 @@ static tg_status reduce_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
         return TG_OK; /* no element to receive a gradient */
     span s = span_of(x, a, axis);
     double scale = scale_of(node, s);
-    int64_t rows = s.outer * s.n, total = x->numel, n = s.n;
+    int64_t rows = s.outer * s.n, n = s.n;
     bool add = tg_vjp_adds(node, 0);
     TG__DISPATCH(x->dtype, T, {
         const T *restrict g = gout->data;
@@ -146,7 +146,7 @@ static tg_status reduce_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                 }
             }
         } else { /* each row of inner gradients repeats one row of g */
-            _Pragma("omp parallel for if (total >= TG__PAR_GRAIN) schedule(static)")
+            _Pragma("omp parallel for if (x->numel >= TG__PAR_GRAIN) schedule(static)")
             for (int64_t r = 0; r < rows; r++) {
                 const T *gr = g + r / s.n * s.inner;
                 T *dr = gx + r * s.inner;
