@@ -15,9 +15,10 @@
  * empty (N = 0): the output is then (0, K, OH, OW) and nothing is computed.
  * The vjp reads x and w, never the bias or the output.
  *
- * Backend choice (tg__conv_pick): float64 always runs portable. float32
- * runs oneDNN when the library is built with it (TG_DNNL, and not
- * TG_PORTABLE_CONV), unless TAPEGRAD_CONV=portable|dnnl in the environment
+ * Backend choice (tg__conv_pick): one input channel at stride 1 (a first
+ * layer) runs the direct kernels. Otherwise float64 runs portable, and
+ * float32 runs oneDNN when the library is built with it (TG_DNNL, and not
+ * TG_PORTABLE_CONV). TAPEGRAD_CONV=portable|dnnl|direct in the environment
  * (read once) or a test's tg__conv_force says otherwise.
  */
 #include "conv_impl.h"
@@ -201,7 +202,7 @@ static tg_status geometry(tg_ctx *ctx, const tg_node *node, geom *q)
 
 /* ---------------------------------------------------------------- backend choice */
 
-enum { PICK_AUTO, PICK_PORTABLE, PICK_DNNL };
+enum { PICK_AUTO, PICK_PORTABLE, PICK_DNNL, PICK_DIRECT };
 static atomic_int forced = PICK_AUTO; /* tg__conv_force */
 static int from_env = PICK_AUTO;      /* TAPEGRAD_CONV */
 static pthread_once_t env_once = PTHREAD_ONCE_INIT;
@@ -212,6 +213,8 @@ static int pick_named(const char *name)
         return PICK_AUTO;
     if (!strcmp(name, "portable"))
         return PICK_PORTABLE;
+    if (!strcmp(name, "direct"))
+        return PICK_DIRECT;
 #ifdef TG_HAVE_DNNL
     if (!strcmp(name, "dnnl"))
         return PICK_DNNL;
@@ -240,6 +243,8 @@ const tg__conv_impl *tg__conv_pick(const tg__conv_desc *d)
     int p = atomic_load(&forced);
     if (p == PICK_AUTO)
         p = from_env;
+    if ((p == PICK_AUTO || p == PICK_DIRECT) && tg__conv_direct_fits(d))
+        return &tg__conv_direct;
 #ifdef TG_HAVE_DNNL
     if (d->dtype == TG_F32 && p != PICK_PORTABLE)
         return &tg__conv_dnnl;

@@ -5,7 +5,8 @@
  * through one of the backends below, chosen per call by tg__conv_pick:
  *   portable (ops/conv_portable.c): batched im2col + one gemm per chunk,
  *            float32 and float64;
- *   dnnl     (ops/conv_dnnl.c, when built with oneDNN): float32 only.
+ *   dnnl     (ops/conv_dnnl.c, when built with oneDNN): float32 only;
+ *   direct   (ops/conv_direct.c): one input channel, stride 1, both dtypes.
  * A 1-D convolution arrives as a 2-D one with H = R = 1.
  *
  * Every buffer is contiguous: x (N, C, H, W), w (K, C / G, R, S), b (K),
@@ -42,14 +43,20 @@ typedef struct tg__conv_impl {
 } tg__conv_impl;
 
 extern const tg__conv_impl tg__conv_portable;
+extern const tg__conv_impl tg__conv_direct; /* ops/conv_direct.c: C = 1, stride 1 */
+/* Whether the direct kernels take d (one input channel, one group, stride
+ * and dilation 1). */
+bool tg__conv_direct_fits(const tg__conv_desc *d);
 #ifdef TG_HAVE_DNNL
 extern const tg__conv_impl tg__conv_dnnl;
 #endif
 
-/* The backend for d: forced by tg__conv_force or TAPEGRAD_CONV=portable|dnnl
- * (read once), else the faster one for the shape; float64 is always portable. */
+/* The backend for d: forced by tg__conv_force or TAPEGRAD_CONV=portable|dnnl|
+ * direct (read once; direct only where it fits), else the faster one for
+ * the shape: direct where it fits, oneDNN for other float32, portable for
+ * other float64. */
 const tg__conv_impl *tg__conv_pick(const tg__conv_desc *d);
-/* Forces a backend by name ("portable", "dnnl"), or lifts the force (NULL);
+/* Forces a backend by name ("portable", "dnnl", "direct"), or lifts the force (NULL);
  * for tests. TG_ENOTFOUND when that backend is not built in. */
 tg_status tg__conv_force(const char *name);
 

@@ -122,8 +122,11 @@ static void CAT(bias_grad, SFX)(const tg__conv_desc *d, const T *dy, T *db, bool
         double s = 0;
         for (int64_t n = 0; n < d->n; n++) {
             const T *row = dy + (n * d->k + k) * ohw;
+            /* lanes of double partial sums: one chain of dependent adds
+             * would cost an add's latency per element */
+            #pragma omp simd reduction(+ : s)
             for (int64_t p = 0; p < ohw; p++)
-                s += row[p];
+                s += (double)row[p];
         }
         db[k] = add ? (T)((double)db[k] + s) : (T)s;
     }

@@ -281,9 +281,79 @@ static void avg_cols(const pgeom *q, int64_t ox, int64_t *x0, int64_t *x1, doubl
                            : (double)((right < q->w + q->pw ? right : q->w + q->pw) - left);
 }
 
+/* Average pooling whose windows tile the input without overlap or padding
+ * (kernel = stride, every window inside: B1's avg_pool1d(2, 2)): the
+ * divisor is the kernel's size and each output row is one pass over whole
+ * input rows, which the compiler vectorises. */
+static bool avg_tiled(const pgeom *q)
+{
+    return q->kh == q->sh && q->kw == q->sw && q->ph == 0 && q->pw == 0 && q->dh == 1 && q->dw == 1 &&
+           q->oh * q->kh <= q->h && q->ow * q->kw <= q->w;
+}
+
+#define AVG_TILED(NAME, T)                                                                 \
+    static void NAME##_fwd(const pgeom *q, const T *restrict xs, T *restrict o)           \
+    {                                                                                      \
+        const int64_t kh = q->kh, kw = q->kw, w = q->w;                                    \
+        const double div = (double)(kh * kw);                                              \
+        for (int64_t oy = 0; oy < q->oh; oy++)                                             \
+            for (int64_t ox0 = 0; ox0 < q->ow; ox0 += 256) {                               \
+                const int64_t n = q->ow - ox0 < 256 ? q->ow - ox0 : 256;                   \
+                const T *r = xs + oy * kh * w + ox0 * kw;                                  \
+                double acc[256];                                                           \
+                for (int64_t i = 0; i < n; i++)                                            \
+                    acc[i] = 0;                                                            \
+                for (int64_t yy = 0; yy < kh; yy++)                                        \
+                    for (int64_t xx = 0; xx < kw; xx++) {                                  \
+                        const T *restrict tap = r + yy * w + xx;                           \
+                        _Pragma("omp simd")                                                \
+                        for (int64_t i = 0; i < n; i++)                                    \
+                            acc[i] += tap[i * kw];                                         \
+                    }                                                                      \
+                T *restrict orow = o + oy * q->ow + ox0;                                   \
+                _Pragma("omp simd")                                                        \
+                for (int64_t i = 0; i < n; i++)                                            \
+                    orow[i] = (T)(acc[i] / div);                                           \
+            }                                                                              \
+    }                                                                                      \
+    static void NAME##_bwd(const pgeom *q, const T *restrict g, T *restrict d, bool add)  \
+    {                                                                                      \
+        const int64_t kh = q->kh, kw = q->kw, w = q->w;                                    \
+        const double div = (double)(kh * kw);                                              \
+        if (!add && (q->oh * kh < q->h || q->ow * kw < w)) /* rows, columns no window has */ \
+            memset(d, 0, (size_t)(q->h * w) * sizeof(T));                                  \
+        for (int64_t oy = 0; oy < q->oh; oy++) {                                           \
+            T *r = d + oy * kh * w;                                                        \
+            const T *grow = g + oy * q->ow;                                                \
+            for (int64_t yy = 0; yy < kh; yy++)                                            \
+                for (int64_t xx = 0; xx < kw; xx++) {                                      \
+                    T *restrict dr = r + yy * w + xx;                                      \
+                    if (add) {                                                             \
+                        _Pragma("omp simd")                                                \
+                        for (int64_t ox = 0; ox < q->ow; ox++)                             \
+                            dr[ox * kw] += (T)((double)grow[ox] / div);                    \
+                    } else {                                                               \
+                        _Pragma("omp simd")                                                \
+                        for (int64_t ox = 0; ox < q->ow; ox++)                             \
+                            dr[ox * kw] = (T)((double)grow[ox] / div);                     \
+                    }                                                                      \
+                }                                                                          \
+        }                                                                                  \
+    }
+AVG_TILED(avg_tiled_f32, float)
+AVG_TILED(avg_tiled_f64, double)
+
 /* Plane p of y = each window's sum (in double) over its divisor. */
 static void avg_plane(const pgeom *q, const tg_tensor *x, tg_tensor *y, int64_t p)
 {
+    if (avg_tiled(q)) {
+        const int64_t in = p * q->h * q->w, out = p * q->oh * q->ow;
+        if (x->dtype == TG_F32)
+            avg_tiled_f32_fwd(q, (const float *)x->data + in, (float *)y->data + out);
+        else
+            avg_tiled_f64_fwd(q, (const double *)x->data + in, (double *)y->data + out);
+        return;
+    }
     TG__DISPATCH(x->dtype, T, {
         const T *xs = (const T *)x->data + p * q->h * q->w;
         T *o = (T *)y->data + p * q->oh * q->ow;
@@ -396,6 +466,14 @@ static void max_backward(const pgeom *q, const int64_t *arg, const tg_tensor *go
  * when writing). */
 static void avg_backward(const pgeom *q, const tg_tensor *gout, tg_tensor *gx, bool add, int64_t p)
 {
+    if (avg_tiled(q)) {
+        const int64_t in = p * q->h * q->w, out = p * q->oh * q->ow;
+        if (gout->dtype == TG_F32)
+            avg_tiled_f32_bwd(q, (const float *)gout->data + out, (float *)gx->data + in, add);
+        else
+            avg_tiled_f64_bwd(q, (const double *)gout->data + out, (double *)gx->data + in, add);
+        return;
+    }
     TG__DISPATCH(gout->dtype, T, {
         const T *g = (const T *)gout->data + p * q->oh * q->ow;
         T *d = (T *)gx->data + p * q->h * q->w;

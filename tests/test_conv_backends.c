@@ -1,6 +1,6 @@
 /*
  * test_conv_backends.c: the convolution backends (portable im2col + gemm,
- * oneDNN when built in) against a direct double-precision reference, for
+ * oneDNN when built in, direct for one input channel) against a direct double-precision reference, for
  * y, dx, dw and db, in float32 (1e-4 of the largest reference value) and
  * float64 (portable only). Each backend is forced in turn through the
  * private tg__conv_force; a build without oneDNN checks the portable one.
@@ -26,6 +26,12 @@ static const ccase cases[] = {
     {2, 8, 6, 6, 8, 1, 1, 1, 1, 0, 0, 1, 1, 1, true, false},  /* 1x1 (x as the columns) */
     {3, 2, 1, 13, 3, 1, 3, 1, 2, 0, 1, 1, 1, 1, true, true},  /* conv1d stride 2 pad 1 */
     {2, 3, 5, 5, 2, 3, 3, 3, 3, 2, 2, 1, 1, 1, true, false},  /* stride 3 > kernel reach */
+    /* one input channel at stride 1: the direct kernels' shapes */
+    {4, 1, 9, 7, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, false},  /* B5's first layer, small */
+    {3, 1, 8, 8, 6, 5, 5, 1, 1, 2, 2, 1, 1, 1, true, false},  /* LeNet's first */
+    {2, 1, 1, 20, 1, 1, 2, 1, 1, 0, 0, 1, 1, 1, true, true},  /* B1's conv1d */
+    {2, 1, 4, 3, 2, 3, 3, 1, 1, 3, 3, 1, 1, 1, false, false}, /* padding beyond the kernel */
+    {1, 1, 5, 6, 3, 2, 4, 1, 1, 0, 1, 1, 1, 1, true, false},  /* uneven kernel and padding */
 };
 
 static int64_t out_len(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d)
@@ -167,10 +173,45 @@ START_TEST(dnnl_float32)
 }
 END_TEST
 
-/* float64 always runs portable, whatever is asked for. */
+START_TEST(direct_float32)
+{
+    ck_assert_int_eq(tg__conv_force("direct"), TG_OK); /* other shapes: the default */
+    each_case(TG_F32, 1e-4);
+    tg__conv_force(NULL);
+}
+END_TEST
+
+START_TEST(direct_float64)
+{
+    ck_assert_int_eq(tg__conv_force("direct"), TG_OK);
+    each_case(TG_F64, 1e-12);
+    tg__conv_force(NULL);
+}
+END_TEST
+
+/* One input channel at stride 1 runs direct unless another backend is
+ * forced; other shapes never do. */
+START_TEST(direct_picked)
+{
+    tg__conv_desc d = {TG_F32, 2, 1, 8, 8, 4, 3, 3, 8, 8, 1, 1, 1, 1, 1, 1, 1};
+    ck_assert_ptr_eq(tg__conv_pick(&d), &tg__conv_direct);
+    d.dtype = TG_F64;
+    ck_assert_ptr_eq(tg__conv_pick(&d), &tg__conv_direct);
+    ck_assert_int_eq(tg__conv_force("portable"), TG_OK);
+    ck_assert_ptr_eq(tg__conv_pick(&d), &tg__conv_portable);
+    tg__conv_force(NULL);
+    d.sw = 2;
+    ck_assert_ptr_ne(tg__conv_pick(&d), &tg__conv_direct);
+    d.sw = 1, d.c = 2;
+    ck_assert_ptr_ne(tg__conv_pick(&d), &tg__conv_direct);
+}
+END_TEST
+
+/* float64 always runs portable (beyond the direct kernels' shapes),
+ * whatever is asked for. */
 START_TEST(float64_is_portable)
 {
-    tg__conv_desc d = {TG_F64, 1, 1, 3, 3, 1, 3, 3, 1, 1, 1, 1, 0, 0, 1, 1, 1};
+    tg__conv_desc d = {TG_F64, 1, 2, 3, 3, 1, 3, 3, 1, 1, 1, 1, 0, 0, 1, 1, 1};
     ck_assert_ptr_eq(tg__conv_pick(&d), &tg__conv_portable);
     if (tg__conv_force("dnnl") == TG_OK) {
         ck_assert_ptr_eq(tg__conv_pick(&d), &tg__conv_portable);
@@ -193,6 +234,9 @@ Suite *tg_test_suite(void)
     tcase_add_test(tc, portable_float64);
     tcase_add_test(tc, dnnl_float32);
     tcase_add_test(tc, float64_is_portable);
+    tcase_add_test(tc, direct_float32);
+    tcase_add_test(tc, direct_float64);
+    tcase_add_test(tc, direct_picked);
     suite_add_tcase(s, tc);
     return s;
 }

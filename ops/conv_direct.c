@@ -1,0 +1,180 @@
+/*
+ * conv_direct.c: convolutions of one input channel, computed directly.
+ *
+ * A network's first layer usually reads one channel (a grey image, a
+ * signal), and there both im2col + gemm and oneDNN do badly: the product
+ * has an inner size of only R S, and oneDNN pads the channel to a SIMD
+ * width. Computed straight from the definition, every step is a row
+ * operation over contiguous output pixels the compiler vectorises:
+ *   forward     y[n, k, oy, :]   += w[k, i, j] x[n, oy - ph + i, : + j - pw]
+ *   data grad   dx[n, iy, : + j - pw] += w[k, i, j] dy[n, k, iy + ph - i, :]
+ *   weight grad dw[k, i, j]      += dy[n, k, oy, :] . x[n, oy - ph + i, : + j - pw]
+ * with each row's valid range (the columns inside the image) computed once
+ * per kernel column. Stride and dilation 1, one group, C = 1 (tg__conv_pick
+ * sends other shapes elsewhere). Each output element is summed by one
+ * thread in a fixed order, so results do not depend on the thread count;
+ * a weight-gradient element sums float rows into a double.
+ */
+#include "conv_impl.h"
+
+bool tg__conv_direct_fits(const tg__conv_desc *d)
+{
+    return d->c == 1 && d->g == 1 && d->sh == 1 && d->sw == 1 && d->dh == 1 && d->dw == 1 &&
+           d->s <= 64;
+}
+
+/* For kernel column j: the outputs ox with input column ox - pw + j inside
+ * the row, [lo[j], hi[j]). */
+static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
+{
+    for (int64_t j = 0; j < d->s; j++) {
+        int64_t a = d->pw - j, b = d->w + d->pw - j; /* ox range before clipping */
+        a = a < 0 ? 0 : a;
+        b = b > d->ow ? d->ow : b;
+        lo[j] = a;
+        hi[j] = b > a ? b : a;
+    }
+}
+
+#define DIRECT_KERNELS(T, SFX)                                                                  \
+    static void fwd_##SFX(const tg__conv_desc *d, const T *x, const T *w, const T *b, T *y)    \
+    {                                                                                          \
+        int64_t lo[64], hi[64];                                                                \
+        col_spans(d, lo, hi);                                                                  \
+        const int64_t ohw = d->oh * d->ow, hw = d->h * d->w, rs = d->r * d->s;                 \
+        _Pragma("omp parallel for collapse(2) if (d->n * d->k * ohw * rs >= TG__PAR_GRAIN)")   \
+        for (int64_t n = 0; n < d->n; n++)                                                     \
+            for (int64_t k = 0; k < d->k; k++) {                                               \
+                T *restrict yp = y + (n * d->k + k) * ohw;                                     \
+                const T *xp = x + n * hw, *wk = w + k * rs;                                    \
+                const T bias = b ? b[k] : (T)0;                                                \
+                _Pragma("omp simd")                                                            \
+                for (int64_t i = 0; i < ohw; i++)                                              \
+                    yp[i] = bias;                                                              \
+                for (int64_t oy = 0; oy < d->oh; oy++) {                                       \
+                    T *restrict yr = yp + oy * d->ow;                                          \
+                    for (int64_t i = 0; i < d->r; i++) {                                       \
+                        const int64_t iy = oy - d->ph + i;                                     \
+                        if (iy < 0 || iy >= d->h)                                              \
+                            continue;                                                          \
+                        for (int64_t j = 0; j < d->s; j++) {                                   \
+                            const T wv = wk[i * d->s + j];                                     \
+                            const T *restrict xr = xp + iy * d->w;                             \
+                            const int64_t off = j - d->pw;                                     \
+                            _Pragma("omp simd")                                                \
+                            for (int64_t ox = lo[j]; ox < hi[j]; ox++)                         \
+                                yr[ox] += wv * xr[ox + off];                                   \
+                        }                                                                      \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+    }                                                                                          \
+                                                                                               \
+    static void bwd_data_##SFX(const tg__conv_desc *d, const T *dy, const T *w, T *dx,         \
+                               bool add)                                                       \
+    {                                                                                          \
+        int64_t lo[64], hi[64];                                                                \
+        col_spans(d, lo, hi);                                                                  \
+        const int64_t ohw = d->oh * d->ow, hw = d->h * d->w, rs = d->r * d->s;                 \
+        _Pragma("omp parallel for if (d->n * d->k * ohw * rs >= TG__PAR_GRAIN)")               \
+        for (int64_t n = 0; n < d->n; n++) {                                                   \
+            T *restrict xp = dx + n * hw;                                                      \
+            if (!add)                                                                          \
+                for (int64_t i = 0; i < hw; i++)                                               \
+                    xp[i] = 0;                                                                 \
+            for (int64_t k = 0; k < d->k; k++) {                                               \
+                const T *gp = dy + (n * d->k + k) * ohw, *wk = w + k * rs;                     \
+                for (int64_t oy = 0; oy < d->oh; oy++) {                                       \
+                    const T *restrict gr = gp + oy * d->ow;                                    \
+                    for (int64_t i = 0; i < d->r; i++) {                                       \
+                        const int64_t iy = oy - d->ph + i;                                     \
+                        if (iy < 0 || iy >= d->h)                                              \
+                            continue;                                                          \
+                        for (int64_t j = 0; j < d->s; j++) {                                   \
+                            const T wv = wk[i * d->s + j];                                     \
+                            T *restrict xr = xp + iy * d->w;                                   \
+                            const int64_t off = j - d->pw;                                     \
+                            _Pragma("omp simd")                                                \
+                            for (int64_t ox = lo[j]; ox < hi[j]; ox++)                         \
+                                xr[ox + off] += wv * gr[ox];                                   \
+                        }                                                                      \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+                                                                                               \
+    static void bwd_weight_##SFX(const tg__conv_desc *d, const T *dy, const T *x, T *dw,       \
+                                 bool add)                                                     \
+    {                                                                                          \
+        int64_t lo[64], hi[64];                                                                \
+        col_spans(d, lo, hi);                                                                  \
+        const int64_t ohw = d->oh * d->ow, hw = d->h * d->w, rs = d->r * d->s;                 \
+        _Pragma("omp parallel for if (d->n * d->k * ohw * rs >= TG__PAR_GRAIN)")               \
+        for (int64_t kij = 0; kij < d->k * rs; kij++) {                                        \
+            const int64_t k = kij / rs, i = kij % rs / d->s, j = kij % d->s;                   \
+            double acc = 0;                                                                    \
+            for (int64_t n = 0; n < d->n; n++) {                                               \
+                const T *gp = dy + (n * d->k + k) * ohw, *xp = x + n * hw;                     \
+                for (int64_t oy = 0; oy < d->oh; oy++) {                                       \
+                    const int64_t iy = oy - d->ph + i;                                         \
+                    if (iy < 0 || iy >= d->h)                                                  \
+                        continue;                                                              \
+                    const T *restrict gr = gp + oy * d->ow;                                    \
+                    const T *restrict xr = xp + iy * d->w;                                     \
+                    const int64_t off = j - d->pw;                                             \
+                    T part = 0;                                                                \
+                    _Pragma("omp simd reduction(+ : part)")                                    \
+                    for (int64_t ox = lo[j]; ox < hi[j]; ox++)                                 \
+                        part += gr[ox] * xr[ox + off];                                         \
+                    acc += (double)part;                                                       \
+                }                                                                              \
+            }                                                                                  \
+            dw[kij] = add ? (T)((double)dw[kij] + acc) : (T)acc;                               \
+        }                                                                                      \
+    }
+
+DIRECT_KERNELS(float, f32)
+DIRECT_KERNELS(double, f64)
+
+static tg_status direct_fwd(tg_ctx *ctx, const tg__conv_desc *d, const void *x, const void *w,
+                            const void *b, void *y, void **keep)
+{
+    (void)ctx;
+    (void)keep;
+    if (d->dtype == TG_F32)
+        fwd_f32(d, x, w, b, y);
+    else
+        fwd_f64(d, x, w, b, y);
+    return TG_OK;
+}
+
+static tg_status direct_bwd_data(tg_ctx *ctx, const tg__conv_desc *d, const void *dy,
+                                 const void *w, void *dx, bool add)
+{
+    (void)ctx;
+    if (d->dtype == TG_F32)
+        bwd_data_f32(d, dy, w, dx, add);
+    else
+        bwd_data_f64(d, dy, w, dx, add);
+    return TG_OK;
+}
+
+static tg_status direct_bwd_weight(tg_ctx *ctx, const tg__conv_desc *d, const void *dy,
+                                   const void *x, void *dw, bool add_w, void *db, bool add_b,
+                                   void *kept)
+{
+    (void)ctx;
+    (void)kept;
+    if (db)
+        tg__conv_bias_grad(d, dy, db, add_b);
+    if (!dw)
+        return TG_OK;
+    if (d->dtype == TG_F32)
+        bwd_weight_f32(d, dy, x, dw, add_w);
+    else
+        bwd_weight_f64(d, dy, x, dw, add_w);
+    return TG_OK;
+}
+
+const tg__conv_impl tg__conv_direct = {"direct", direct_fwd, direct_bwd_data, direct_bwd_weight};
