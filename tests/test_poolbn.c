@@ -296,6 +296,68 @@ START_TEST(max2_accumulates)
 }
 END_TEST
 
+/* Average pooling with windows that tile the input (kernel = stride, no
+ * padding) takes its own pass: against the definition, including rows and
+ * columns no window reaches, both dtypes, written and then added to. */
+static void check_avg_tiled(tg_dtype dt, bool one, int64_t h, int64_t w, int64_t kh, int64_t kw)
+{
+    tg_ctx *ctx = tg_ctx_new(3);
+    const int64_t planes = 6, oh = h / kh, ow = w / kw;
+    tg_tensor *x = one ? tg_rand(ctx, dt, TG_SHAPE(2, 3, w), -2, 2)
+                       : tg_rand(ctx, dt, TG_SHAPE(2, 3, h, w), -2, 2);
+    tg_set_requires_grad(ctx, x, true);
+    tg_pool_attrs a = {{kh, kw}, {kh, kw}, {0, 0}, {1, 1}, false, false};
+    if (one)
+        a.kernel[0] = a.stride[0] = kw;
+    tg_tensor *y = NULL, *loss = NULL, *wts[2];
+    for (int use = 0; use < 2; use++) { /* the second use adds to the first's gradient */
+        y = one ? tg_avg_pool1d_opts(ctx, x, &a) : tg_avg_pool2d_opts(ctx, x, &a);
+        ck_assert_msg(y != NULL, "%s", tg_errmsg(ctx));
+        wts[use] = tg_rand(ctx, dt, y->ndim, y->shape, -1, 1);
+        tg_tensor *l = tg_sum(ctx, tg_mul(ctx, y, wts[use]));
+        loss = loss ? tg_add(ctx, loss, l) : l;
+        ck_assert_int_eq(y->numel, planes * oh * ow);
+        for (int64_t p = 0; p < planes; p++)
+            for (int64_t oy = 0; oy < oh; oy++)
+                for (int64_t ox = 0; ox < ow; ox++) {
+                    double sum = 0;
+                    for (int64_t i = 0; i < kh; i++)
+                        for (int64_t j = 0; j < kw; j++)
+                            sum += tg_get(x, (p * h + oy * kh + i) * w + ox * kw + j);
+                    ck_close(tg_get(y, (p * oh + oy) * ow + ox), sum / (double)(kh * kw),
+                             dt == TG_F32 ? 1e-6 : 1e-15);
+                }
+    }
+    ck_assert_int_eq(tg_backward(ctx, loss), TG_OK);
+    /* the gradient: each input's window weight over the divisor, summed over
+     * both uses; 0 outside every window */
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t iy = 0; iy < h; iy++)
+            for (int64_t ix = 0; ix < w; ix++) {
+                double want = 0;
+                if (iy < oh * kh && ix < ow * kw)
+                    for (int use = 0; use < 2; use++)
+                        want += tg_get(wts[use], (p * oh + iy / kh) * ow + ix / kw) /
+                                (double)(kh * kw);
+                ck_close(tg_get(x->grad, (p * h + iy) * w + ix), want,
+                         dt == TG_F32 ? 1e-6 : 1e-15);
+            }
+    tg_reset(ctx);
+    tg_ctx_free(ctx);
+}
+
+START_TEST(avg_tiled_against_reference)
+{
+    for (int dt = 0; dt < 2; dt++) {
+        tg_dtype t = dt ? TG_F64 : TG_F32;
+        check_avg_tiled(t, true, 1, 11, 1, 2);  /* B1's shape, odd length */
+        check_avg_tiled(t, true, 1, 12, 1, 3);
+        check_avg_tiled(t, false, 5, 7, 2, 2);  /* a row and a column outside */
+        check_avg_tiled(t, false, 6, 6, 3, 2);
+    }
+}
+END_TEST
+
 Suite *tg_test_suite(void)
 {
     Suite *s = suite_create("poolbn");
@@ -309,6 +371,7 @@ Suite *tg_test_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, max2_against_reference);
     tcase_add_test(tc, max2_accumulates);
+    tcase_add_test(tc, avg_tiled_against_reference);
     suite_add_tcase(s, tc);
     return s;
 }
