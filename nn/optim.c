@@ -11,7 +11,9 @@
  * dtypes and shapes, and with refuse_nonfinite their values), then updates
  * each parameter in one pass over its contiguous memory, in its own dtype,
  * with PyTorch 1.13's order of operations (each scalar converted to the
- * dtype first, as a Python scalar meeting a tensor is).
+ * dtype first, as a Python scalar meeting a tensor is). The pass is a
+ * vectorised loop over pieces of the parameter, run in parallel for large
+ * ones (a model's parameter block is one parameter: one pass in all).
  */
 #include <math.h>
 #include <string.h>
@@ -356,12 +358,47 @@ static int check_grad(tg_ctx *ctx, const tg_tensor *p, size_t i)
     return TG_OK;
 }
 
-/* The flat index of the first NaN or Inf in g, or -1. */
+/* Elements per piece of an optimiser's pass; pieces run in parallel when
+ * a tensor has at least PAR_GRAIN elements (every element is updated alone,
+ * so the thread count changes nothing). */
+#define PIECE 8192
+#define PAR_GRAIN 32768
+
+/* Whether x[0..n) holds a NaN or an Inf: the sum of x - x is 0 for finite
+ * values and NaN otherwise, a reduction the compiler may vectorise. */
+#define ALL_FINITE(NAME, T)                                        \
+    static bool NAME(const T *x, int64_t n)                        \
+    {                                                              \
+        T acc = 0;                                                 \
+        _Pragma("omp simd reduction(+ : acc)")                     \
+        for (int64_t k = 0; k < n; k++)                            \
+            acc += x[k] - x[k];                                    \
+        return acc == 0;                                           \
+    }
+ALL_FINITE(all_finite_f32, float)
+ALL_FINITE(all_finite_f64, double)
+
+static bool piece_finite(const tg_tensor *g, int64_t k0, int64_t k1)
+{
+    if (g->dtype == TG_F32)
+        return all_finite_f32((const float *)g->data + k0, k1 - k0);
+    return all_finite_f64((const double *)g->data + k0, k1 - k0);
+}
+
+/* The flat index of the first NaN or Inf in g, or -1: a vectorised scan in
+ * parallel pieces, then a scalar search only when one was seen. */
 static int64_t first_nonfinite(const tg_tensor *g)
 {
+    const int64_t n = g->numel, pieces = (n + PIECE - 1) / PIECE;
+    bool bad = false;
+#pragma omp parallel for if (n >= PAR_GRAIN) schedule(static) reduction(|| : bad)
+    for (int64_t c = 0; c < pieces; c++)
+        bad = bad || !piece_finite(g, c * PIECE, c * PIECE + PIECE < n ? c * PIECE + PIECE : n);
+    if (!bad)
+        return -1;
     TG_DISPATCH_FLOAT(g->dtype, T, {
         const T *x = g->data;
-        for (int64_t k = 0; k < g->numel; k++)
+        for (int64_t k = 0; k < n; k++)
             if (!isfinite(x[k]))
                 return k;
     });
@@ -415,63 +452,160 @@ static int check_step(tg_ctx *ctx, const tg_optim *o)
 
 /* ---------------------------------------------------------------- kernels */
 
-/* torch.optim.SGD on one parameter; buf is NULL without momentum, and
- * first says that it has not been set yet. */
-static void sgd_update(const tg_sgd_opts *h, tg_tensor *p, tg_tensor *buf, bool first, double lr)
+/* The scalars of an update, converted once to the parameter's dtype. */
+typedef struct sgd_k {
+    double wd, mom, keep, neg_lr;
+    bool decay, nesterov, first;
+} sgd_k;
+
+typedef struct adam_k {
+    double b1, c1, b2, c2, wd, shrink, sqrt_corr2, eps, neg_step;
+    bool decoupled, l2;
+} adam_k;
+
+/*
+ * torch.optim.SGD over elements [0, n) of one parameter, w its values, g
+ * its gradient and b its momentum buffer (NULL without momentum; first:
+ * not set yet). The loop body is inlined once per combination of the
+ * options, each a constant there, so that every version vectorises; one
+ * body for float and double.
+ */
+#define SGD_RANGE(NAME, T)                                                                    \
+    static inline __attribute__((always_inline)) void NAME##_loop(                            \
+        const sgd_k *h, T *restrict w, const T *restrict g, T *restrict b, int64_t n,         \
+        bool decay, bool momentum, bool nesterov, bool first)                                 \
+    {                                                                                         \
+        const T wd = (T)h->wd, mom = (T)h->mom, keep = (T)h->keep, neg_lr = (T)h->neg_lr;     \
+        _Pragma("omp simd")                                                                   \
+        for (int64_t k = 0; k < n; k++) {                                                     \
+            T d = g[k];                                                                       \
+            if (decay)                                                                        \
+                d = d + wd * w[k];                                                            \
+            if (momentum) {                                                                   \
+                T bk = first ? d : b[k] * mom + keep * d;                                     \
+                b[k] = bk;                                                                    \
+                d = nesterov ? d + mom * bk : bk;                                             \
+            }                                                                                 \
+            w[k] = w[k] + neg_lr * d;                                                         \
+        }                                                                                     \
+    }                                                                                         \
+    static void NAME(const sgd_k *h, T *restrict w, const T *restrict g, T *restrict b,       \
+                     int64_t n)                                                               \
+    {                                                                                         \
+        switch ((h->decay ? 8 : 0) | (b ? 4 : 0) | (h->nesterov ? 2 : 0) | (h->first ? 1 : 0)) { \
+        case 0: case 2: case 1: case 3: NAME##_loop(h, w, g, b, n, 0, 0, 0, 0); break;        \
+        case 8: case 10: case 9: case 11: NAME##_loop(h, w, g, b, n, 1, 0, 0, 0); break;      \
+        case 4: NAME##_loop(h, w, g, b, n, 0, 1, 0, 0); break;                                \
+        case 5: NAME##_loop(h, w, g, b, n, 0, 1, 0, 1); break;                                \
+        case 6: NAME##_loop(h, w, g, b, n, 0, 1, 1, 0); break;                                \
+        case 7: NAME##_loop(h, w, g, b, n, 0, 1, 1, 1); break;                                \
+        case 12: NAME##_loop(h, w, g, b, n, 1, 1, 0, 0); break;                               \
+        case 13: NAME##_loop(h, w, g, b, n, 1, 1, 0, 1); break;                               \
+        case 14: NAME##_loop(h, w, g, b, n, 1, 1, 1, 0); break;                               \
+        default: NAME##_loop(h, w, g, b, n, 1, 1, 1, 1); break;                               \
+        }                                                                                     \
+    }
+SGD_RANGE(sgd_range_f32, float)
+SGD_RANGE(sgd_range_f64, double)
+
+/*
+ * torch.optim.Adam (decoupled false) or AdamW (true) over elements [0, n)
+ * of one parameter: w, g, the moments m and v, and vmax (NULL without
+ * amsgrad). As in SGD_RANGE, one inlined loop per combination of options.
+ */
+#define ADAM_RANGE(NAME, T)                                                                   \
+    static inline __attribute__((always_inline)) void NAME##_loop(                            \
+        const adam_k *h, T *restrict w, const T *restrict g, T *restrict m, T *restrict v,    \
+        T *restrict vmax, int64_t n, bool decoupled, bool l2, bool ams)                       \
+    {                                                                                         \
+        const T b1 = (T)h->b1, c1 = (T)h->c1, b2 = (T)h->b2, c2 = (T)h->c2;                   \
+        const T wd = (T)h->wd, shrink = (T)h->shrink, sqrt_corr2 = (T)h->sqrt_corr2;          \
+        const T eps = (T)h->eps, neg_step = (T)h->neg_step;                                   \
+        _Pragma("omp simd")                                                                   \
+        for (int64_t k = 0; k < n; k++) {                                                     \
+            T gk = g[k], wk = w[k];                                                           \
+            if (decoupled)                                                                    \
+                wk = wk * shrink;                                                             \
+            else if (l2)                                                                      \
+                gk = gk + wd * wk;                                                            \
+            T mk = m[k] * b1 + c1 * gk;                                                       \
+            T second = v[k] * b2 + c2 * gk * gk;                                              \
+            m[k] = mk;                                                                        \
+            v[k] = second;                                                                    \
+            if (ams) {                                                                        \
+                second = isgreaterequal(vmax[k], second) ? vmax[k] : second;                  \
+                vmax[k] = second;                                                             \
+            }                                                                                 \
+            const T denom = (T)sqrt(second) / sqrt_corr2 + eps;                               \
+            w[k] = wk + neg_step * mk / denom;                                                \
+        }                                                                                     \
+    }                                                                                         \
+    static void NAME(const adam_k *h, T *restrict w, const T *restrict g, T *restrict m,      \
+                     T *restrict v, T *restrict vmax, int64_t n)                              \
+    {                                                                                         \
+        switch ((h->decoupled ? 4 : h->l2 ? 2 : 0) | (vmax ? 1 : 0)) {                        \
+        case 0: NAME##_loop(h, w, g, m, v, vmax, n, 0, 0, 0); break;                          \
+        case 1: NAME##_loop(h, w, g, m, v, vmax, n, 0, 0, 1); break;                          \
+        case 2: NAME##_loop(h, w, g, m, v, vmax, n, 0, 1, 0); break;                          \
+        case 3: NAME##_loop(h, w, g, m, v, vmax, n, 0, 1, 1); break;                          \
+        case 4: NAME##_loop(h, w, g, m, v, vmax, n, 1, 0, 0); break;                          \
+        default: NAME##_loop(h, w, g, m, v, vmax, n, 1, 0, 1); break;                         \
+        }                                                                                     \
+    }
+ADAM_RANGE(adam_range_f32, float)
+ADAM_RANGE(adam_range_f64, double)
+
+/* Piece [k0, k1) of one parameter's SGD step. */
+static void sgd_piece(const sgd_k *h, tg_tensor *p, tg_tensor *buf, int64_t k0, int64_t k1)
 {
-    TG_DISPATCH_FLOAT(p->dtype, T, {
-        T *w = p->data;
-        const T *g = p->grad->data;
-        T *b = buf ? buf->data : NULL;
-        const T wd = (T)h->weight_decay, mom = (T)h->momentum;
-        const T keep = (T)(1 - h->dampening), neg_lr = (T)-lr;
-        for (int64_t k = 0; k < p->numel; k++) {
-            T d = g[k];
-            if (h->weight_decay != 0)
-                d = d + wd * w[k];
-            if (b) {
-                b[k] = first ? d : b[k] * mom + keep * d;
-                d = h->nesterov ? d + mom * b[k] : b[k];
-            }
-            w[k] = w[k] + neg_lr * d;
-        }
-    });
+    if (p->dtype == TG_F32)
+        sgd_range_f32(h, (float *)p->data + k0, (const float *)p->grad->data + k0,
+                      buf ? (float *)buf->data + k0 : NULL, k1 - k0);
+    else
+        sgd_range_f64(h, (double *)p->data + k0, (const double *)p->grad->data + k0,
+                      buf ? (double *)buf->data + k0 : NULL, k1 - k0);
+}
+
+/* Piece [k0, k1) of one parameter's Adam step. */
+static void adam_piece(const adam_k *h, tg_tensor *p, const optim_slot *s, bool ams, int64_t k0,
+                       int64_t k1)
+{
+    if (p->dtype == TG_F32)
+        adam_range_f32(h, (float *)p->data + k0, (const float *)p->grad->data + k0,
+                       (float *)s->buf[0]->data + k0, (float *)s->buf[1]->data + k0,
+                       ams ? (float *)s->buf[2]->data + k0 : NULL, k1 - k0);
+    else
+        adam_range_f64(h, (double *)p->data + k0, (const double *)p->grad->data + k0,
+                       (double *)s->buf[0]->data + k0, (double *)s->buf[1]->data + k0,
+                       ams ? (double *)s->buf[2]->data + k0 : NULL, k1 - k0);
+}
+
+/* torch.optim.SGD on one parameter; buf is NULL without momentum, and
+ * first says that it has not been set yet. One pass over its memory. */
+static void sgd_update(const tg_sgd_opts *o, tg_tensor *p, tg_tensor *buf, bool first, double lr)
+{
+    const sgd_k h = {o->weight_decay, o->momentum, 1 - o->dampening, -lr,
+                     o->weight_decay != 0, o->nesterov, first};
+    const int64_t n = p->numel, pieces = (n + PIECE - 1) / PIECE;
+#pragma omp parallel for if (n >= PAR_GRAIN) schedule(static)
+    for (int64_t c = 0; c < pieces; c++)
+        sgd_piece(&h, p, buf, c * PIECE, c * PIECE + PIECE < n ? c * PIECE + PIECE : n);
 }
 
 /* torch.optim.Adam (decoupled false) or AdamW (true) on one parameter, at
- * step number `step` (counted from 1). */
-static void adam_update(const tg_adam_opts *h, bool decoupled, tg_tensor *p, const optim_slot *s,
+ * step number `step` (counted from 1). One pass over its memory. */
+static void adam_update(const tg_adam_opts *o, bool decoupled, tg_tensor *p, const optim_slot *s,
                         int64_t step, double lr)
 {
-    const double corr1 = 1 - pow(h->beta1, (double)step);
-    const double corr2 = 1 - pow(h->beta2, (double)step);
-    const bool l2 = !decoupled && h->weight_decay != 0;
-    TG_DISPATCH_FLOAT(p->dtype, T, {
-        T *w = p->data;
-        const T *g = p->grad->data;
-        T *m = s->buf[0]->data, *v = s->buf[1]->data;
-        T *vmax = h->amsgrad ? s->buf[2]->data : NULL;
-        const T b1 = (T)h->beta1, c1 = (T)(1 - h->beta1);
-        const T b2 = (T)h->beta2, c2 = (T)(1 - h->beta2);
-        const T wd = (T)h->weight_decay, shrink = (T)(1 - lr * h->weight_decay);
-        const T sqrt_corr2 = (T)sqrt(corr2), eps = (T)h->eps, neg_step = (T)-(lr / corr1);
-        for (int64_t k = 0; k < p->numel; k++) {
-            T gk = g[k];
-            if (decoupled)
-                w[k] = w[k] * shrink;
-            else if (l2)
-                gk = gk + wd * w[k];
-            m[k] = m[k] * b1 + c1 * gk;
-            v[k] = v[k] * b2 + c2 * gk * gk;
-            T second = v[k];
-            if (vmax) {
-                vmax[k] = vmax[k] >= second ? vmax[k] : second;
-                second = vmax[k];
-            }
-            const T denom = (T)sqrt(second) / sqrt_corr2 + eps;
-            w[k] = w[k] + neg_step * m[k] / denom;
-        }
-    });
+    const double corr1 = 1 - pow(o->beta1, (double)step);
+    const double corr2 = 1 - pow(o->beta2, (double)step);
+    const adam_k h = {o->beta1, 1 - o->beta1, o->beta2, 1 - o->beta2, o->weight_decay,
+                      1 - lr * o->weight_decay, sqrt(corr2), o->eps, -(lr / corr1),
+                      decoupled, !decoupled && o->weight_decay != 0};
+    const int64_t n = p->numel, pieces = (n + PIECE - 1) / PIECE;
+#pragma omp parallel for if (n >= PAR_GRAIN) schedule(static)
+    for (int64_t c = 0; c < pieces; c++)
+        adam_piece(&h, p, s, o->amsgrad, c * PIECE, c * PIECE + PIECE < n ? c * PIECE + PIECE : n);
 }
 
 /* ---------------------------------------------------------------- the step */
@@ -512,7 +646,7 @@ tg_status tg_optim_zero_grad(tg_ctx *ctx, tg_optim *opt)
     if (rc)
         return rc;
     for (size_t i = 0; i < opt->n; i++)
-        tg_tensor_zero_grad(opt->params[i]);
+        tg_tensor_zero_grad_ex(opt->params[i], TG_SET_TO_NONE);
     return TG_OK;
 }
 

@@ -8,8 +8,10 @@
  * NaN propagates as in PyTorch: relu(NaN) and leaky_relu(NaN) are NaN, and
  * their gradients there are g and a g (the comparisons are written so that
  * NaN takes PyTorch's branch). Any slope a is accepted, NaN included.
- * sigmoid never evaluates e^x for a large positive x: for x < 0 it uses
- * e^x / (1 + e^x), so +-1000 give exactly 1 and 0 with finite gradients.
+ * sigmoid never evaluates e^x for a large positive x: with e = e^-|x| it is
+ * 1 / (1 + e) for x >= 0 and e / (1 + e) below, so +-1000 give exactly 1
+ * and 0 with finite gradients. The vjps write the first contribution to a
+ * gradient (TG_OP_VJP_WRITES) and add later ones.
  */
 #include "ops_impl.h"
 
@@ -25,6 +27,28 @@ static double slope_of(const tg_node *node)
     return kind_of(node) == LEAKY ? ((const tg_scalar_attrs *)node->attrs)->c : 0.0;
 }
 
+/* One parallel, vectorised pass over n elements: the loop's body is a
+ * select the compiler turns into SIMD compares and blends (no branch). */
+#define ACT_LOOP _Pragma("omp parallel for simd if (n >= TG__PAR_GRAIN) schedule(static)")
+
+/* Writes (add false) or adds (add true) EXPR to d[0..n-1]. EXPR reads
+ * the element's values only through the locals LOAD declares, and selects
+ * between constants, never between two loads or two float results: with
+ * trapping math the compiler if-converts only such selects (x * (x > 0 ?
+ * 1 : a) is a x or x exactly, as x > 0 ? x : a x is). */
+#define ACT_STORE(add, d, LOAD, EXPR)                                                   \
+    do {                                                                                \
+        if (add) {                                                                      \
+            ACT_LOOP for (int64_t i = 0; i < n; i++) { LOAD; d[i] += (EXPR); }          \
+        } else {                                                                        \
+            ACT_LOOP for (int64_t i = 0; i < n; i++) { LOAD; d[i] = (EXPR); }           \
+        }                                                                               \
+    } while (0)
+
+/* 1, in a variable the compiler cannot see through: with a literal 1 it
+ * would turn x * (x > 0 ? 1 : a) back into a branch */
+static volatile double opaque_one = 1;
+
 static tg_tensor *act_forward(tg_ctx *ctx, tg_node *node)
 {
     tg_tensor *x = node->in[0];
@@ -34,24 +58,17 @@ static tg_tensor *act_forward(tg_ctx *ctx, tg_node *node)
     int kind = kind_of(node);
     double a = slope_of(node);
     TG__DISPATCH(x->dtype, T, {
-        const T *xs = x->data;
-        T *o = y->data;
-        T ta = (T)a;
+        const T *restrict xs = x->data;
+        T *restrict o = y->data;
+        T ta = (T)a, one = opaque_one;
         int64_t n = x->numel;
         switch (kind) {
-        case RELU: for (int64_t i = 0; i < n; i++) o[i] = xs[i] <= 0 ? 0 : xs[i]; break;
-        case LEAKY: for (int64_t i = 0; i < n; i++) o[i] = xs[i] > 0 ? xs[i] : ta * xs[i]; break;
-        case SIGMOID:
-            for (int64_t i = 0; i < n; i++) {
-                if (xs[i] >= 0) {
-                    o[i] = 1 / (1 + exp(-xs[i]));
-                } else {
-                    T e = exp(xs[i]);
-                    o[i] = e / (1 + e);
-                }
-            }
+        case RELU: ACT_STORE(false, o, T v = xs[i], v <= 0 ? 0 : v); break;
+        case LEAKY: ACT_STORE(false, o, T v = xs[i], v * (v > 0 ? one : ta)); break;
+        case SIGMOID: /* e = e^-|x| <= 1; the numerator picks 1 or e */
+            ACT_STORE(false, o, T v = xs[i]; T e = exp(-fabs(v)), (v >= 0 ? 1 : e) / (1 + e));
             break;
-        default: for (int64_t i = 0; i < n; i++) o[i] = tanh(xs[i]); break;
+        default: ACT_STORE(false, o, T v = xs[i], tanh(v)); break;
         }
     });
     /* the vjp reads the input of leaky_relu and the output of the others */
@@ -65,16 +82,17 @@ static tg_status act_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_t
     const tg_tensor *x = node->in[0], *y = node->out;
     int kind = kind_of(node);
     double a = slope_of(node);
+    bool add = tg_vjp_adds(node, 0);
     TG__DISPATCH(x->dtype, T, {
-        const T *xs = x->data, *ys = y->data, *g = gout->data;
-        T *gx = gin[0]->data;
-        T ta = (T)a;
+        const T *restrict xs = x->data, *restrict ys = y->data, *restrict g = gout->data;
+        T *restrict gx = gin[0]->data;
+        T ta = (T)a, one = opaque_one;
         int64_t n = x->numel;
         switch (kind) {
-        case RELU: for (int64_t i = 0; i < n; i++) gx[i] += ys[i] <= 0 ? 0 : g[i]; break;
-        case LEAKY: for (int64_t i = 0; i < n; i++) gx[i] += xs[i] > 0 ? g[i] : ta * g[i]; break;
-        case SIGMOID: for (int64_t i = 0; i < n; i++) gx[i] += g[i] * ys[i] * (1 - ys[i]); break;
-        default: for (int64_t i = 0; i < n; i++) gx[i] += g[i] * (1 - ys[i] * ys[i]); break;
+        case RELU: ACT_STORE(add, gx, T v = ys[i]; T gv = g[i], v <= 0 ? 0 : gv); break;
+        case LEAKY: ACT_STORE(add, gx, T v = xs[i]; T gv = g[i], gv * (v > 0 ? one : ta)); break;
+        case SIGMOID: ACT_STORE(add, gx, T v = ys[i], g[i] * v * (1 - v)); break;
+        default: ACT_STORE(add, gx, T v = ys[i], g[i] * (1 - v * v)); break;
         }
     });
     return TG_OK;
@@ -114,7 +132,8 @@ static int act_sample(tg_ctx *ctx, int index, tg_sample *s)
 #define ACT_OP(NAME, KIND)                                                               \
     const tg_op tg__op_##NAME = {.name = #NAME, .min_in = 1, .max_in = 1,                \
                                  .forward = act_forward, .vjp = act_vjp,                 \
-                                 .sample = act_sample, .impl = &kinds[KIND]};            \
+                                 .sample = act_sample, .impl = &kinds[KIND],             \
+                                 .flags = TG_OP_VJP_WRITES};                             \
     tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *x)                                      \
     {                                                                                    \
         return tg_apply(ctx, &tg__op_##NAME, &x, 1, NULL);                               \
@@ -127,7 +146,8 @@ ACT_OP(tanh, TANH)
 const tg_op tg__op_leaky_relu = {.name = "leaky_relu", .min_in = 1, .max_in = 1,
                                  .attr_size = sizeof(tg_scalar_attrs), .forward = act_forward,
                                  .vjp = act_vjp, .print_attrs = leaky_print,
-                                 .sample = act_sample, .impl = &kinds[LEAKY]};
+                                 .sample = act_sample, .impl = &kinds[LEAKY],
+                                 .flags = TG_OP_VJP_WRITES};
 
 tg_tensor *tg_leaky_relu(tg_ctx *ctx, tg_tensor *x, double negative_slope)
 {

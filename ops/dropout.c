@@ -1,13 +1,50 @@
 /*
  * dropout.c: inverted dropout.
  *
- * Training: m_i = (u_i >= p) / (1 - p) with u_i uniform from the context RNG,
- * drawn in row-major order; y = x * m; the mask m is saved; dx += g * m.
+ * Training: m_i = (u_i >= p) / (1 - p), y = x * m; the mask m is saved;
+ * dx += g * m. The u_i are 32-bit integers compared with p 2^32: u_i is a
+ * hash of (key, i), the key two draws from the context RNG. Element i's bit
+ * depends on nothing else, so one pass fills mask and output in parallel
+ * and vectorised, and a seed gives the same mask at any thread count.
  * p = 1 drops everything (m = 0). Eval: y = x, dx += g.
  * p outside [0, 1], NaN included, is TG_EINVAL (as PyTorch). The vjp reads
  * only the mask, never x or y, so both may be written after forward.
  */
 #include "ops_impl.h"
+
+#include <math.h>
+
+/* One parallel, vectorised loop over n elements (a pragma that can stand
+ * inside the dispatch macro's argument). */
+#define PAR_SIMD _Pragma("omp parallel for simd if (n >= TG__PAR_GRAIN) schedule(static)")
+
+/* A bijection of 32-bit integers whose every output bit depends on every
+ * input bit (two multiply-xorshift rounds). */
+static inline uint32_t mix32(uint32_t h)
+{
+    h ^= h >> 16;
+    h *= 0x7feb352dU;
+    h ^= h >> 15;
+    h *= 0x846ca68bU;
+    h ^= h >> 16;
+    return h;
+}
+
+/* The 32 random bits of element i: two keyed rounds, the second taking the
+ * index's high half so that tensors beyond 2^32 elements do not repeat. */
+static inline uint32_t bits_of(uint64_t key, int64_t i)
+{
+    uint32_t lo = (uint32_t)i, hi = (uint32_t)((uint64_t)i >> 32);
+    return mix32(mix32(lo + (uint32_t)key) ^ (hi + (uint32_t)(key >> 32)));
+}
+
+/* 64 bits from the context RNG (two 53-bit uniform draws). */
+static uint64_t draw_key(tg_ctx *ctx)
+{
+    uint64_t a = (uint64_t)(tg_rand_uniform(ctx) * 0x1.0p53);
+    uint64_t b = (uint64_t)(tg_rand_uniform(ctx) * 0x1.0p53);
+    return a << 11 ^ b;
+}
 
 static tg_tensor *dropout_forward(tg_ctx *ctx, tg_node *node)
 {
@@ -26,12 +63,20 @@ static tg_tensor *dropout_forward(tg_ctx *ctx, tg_node *node)
     if (!y || !mask)
         return NULL;
     double keep = p < 1 ? 1.0 / (1.0 - p) : 0.0;
+    /* keep u when u >= ceil(p 2^32); p = 1 keeps nothing through keep = 0 */
+    double thr_d = ceil(p * 0x1.0p32);
+    uint32_t thr = thr_d >= 0x1.0p32 ? UINT32_MAX : (uint32_t)thr_d;
+    uint64_t key = draw_key(ctx);
+    int64_t n = x->numel;
     TG__DISPATCH(x->dtype, T, {
-        const T *xs = x->data;
-        T *o = y->data, *m = mask->data;
-        for (int64_t i = 0; i < x->numel; i++) {
-            m[i] = tg_rand_uniform(ctx) >= p ? (T)keep : 0;
-            o[i] = xs[i] * m[i];
+        const T *restrict xs = x->data;
+        T *restrict o = y->data, *restrict m = mask->data;
+        T tk = (T)keep;
+PAR_SIMD
+        for (int64_t i = 0; i < n; i++) {
+            T mi = bits_of(key, i) >= thr ? tk : 0;
+            m[i] = mi;
+            o[i] = xs[i] * mi;
         }
     });
     if (node->recording && !tg_node_save(ctx, node, mask))
@@ -44,11 +89,26 @@ static tg_status dropout_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
 {
     (void)ctx;
     const tg_tensor *mask = node->n_saved ? node->saved[0] : NULL; /* none in eval mode */
+    bool add = tg_vjp_adds(node, 0);
+    int64_t n = gout->numel;
     TG__DISPATCH(gout->dtype, T, {
-        const T *g = gout->data, *m = mask ? mask->data : NULL;
-        T *gx = gin[0]->data;
-        for (int64_t i = 0; i < gout->numel; i++)
-            gx[i] += m ? g[i] * m[i] : g[i];
+        const T *restrict g = gout->data, *restrict m = mask ? mask->data : NULL;
+        T *restrict gx = gin[0]->data;
+        if (m && add) {
+PAR_SIMD
+            for (int64_t i = 0; i < n; i++)
+                gx[i] += g[i] * m[i];
+        } else if (m) {
+PAR_SIMD
+            for (int64_t i = 0; i < n; i++)
+                gx[i] = g[i] * m[i];
+        } else if (add) {
+PAR_SIMD
+            for (int64_t i = 0; i < n; i++)
+                gx[i] += g[i];
+        } else {
+            memcpy(gx, g, (size_t)n * sizeof *g);
+        }
     });
     return TG_OK;
 }
@@ -81,7 +141,7 @@ static int dropout_sample(tg_ctx *ctx, int index, tg_sample *s)
 const tg_op tg__op_dropout = {.name = "dropout", .min_in = 1, .max_in = 1,
                               .attr_size = sizeof(tg_dropout_attrs), .forward = dropout_forward,
                               .vjp = dropout_vjp, .print_attrs = dropout_print,
-                              .sample = dropout_sample};
+                              .sample = dropout_sample, .flags = TG_OP_VJP_WRITES};
 
 tg_tensor *tg_dropout(tg_ctx *ctx, tg_tensor *x, double p)
 {

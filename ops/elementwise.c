@@ -46,6 +46,26 @@ static void bin_forward_row(void *ud, int64_t n, const int64_t off[3], const int
     });
 }
 
+/* One parallel, vectorised loop over n elements (a pragma that can stand
+ * inside the dispatch macro's argument). */
+#define PAR_SIMD _Pragma("omp parallel for simd if (n >= TG__PAR_GRAIN) schedule(static)")
+
+/* Operands of out's shape (no broadcast): one flat pass. */
+static void same_shape_forward(int kind, tg_tensor *out, const tg_tensor *x, const tg_tensor *y)
+{
+    int64_t n = out->numel;
+    TG__DISPATCH(out->dtype, T, {
+        T *restrict o = out->data;
+        const T *restrict a = x->data, *restrict b = y->data;
+        switch (kind) {
+        case ADD: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = a[i] + b[i]; break;
+        case SUB: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = a[i] - b[i]; break;
+        case MUL: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = a[i] * b[i]; break;
+        default:  PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = a[i] / b[i]; break;
+        }
+    });
+}
+
 /* dst[i * s] += EXPR over the row, into the double accumulator when there is one */
 #define BIN_ACCUMULATE(EXPR)                                                             \
     do {                                                                                 \
@@ -97,11 +117,15 @@ static tg_tensor *binary_forward(tg_ctx *ctx, tg_node *node)
     tg_tensor *out = tg_empty(ctx, a->dtype, ndim, shape);
     if (!out)
         return NULL;
-    tg__bcast it;
-    tg__bcast_init(&it, out, a, b);
-    bin_args u = {kind_of(node), a->dtype, out->data, a->data, b->data, {NULL}, {NULL}};
-    tg__bcast_rows(&it, bin_forward_row, &u);
     int kind = kind_of(node);
+    if (a->numel == out->numel && b->numel == out->numel) {
+        same_shape_forward(kind, out, a, b);
+    } else {
+        tg__bcast it;
+        tg__bcast_init(&it, out, a, b);
+        bin_args u = {kind, a->dtype, out->data, a->data, b->data, {NULL}, {NULL}};
+        tg__bcast_rows(&it, bin_forward_row, &u);
+    }
     if (kind == ADD || kind == SUB) { /* the vjp reads no values */
         tg_node_value_unused(node, 0);
         tg_node_value_unused(node, 1);
@@ -213,19 +237,19 @@ static tg_tensor *unary_forward(tg_ctx *ctx, tg_node *node)
     int kind = kind_of(node);
     double c = scalar_of(node);
     TG__DISPATCH(x->dtype, T, {
-        const T *xs = x->data;
-        T *o = out->data;
+        const T *restrict xs = x->data;
+        T *restrict o = out->data;
         T tc = (T)c;
         int64_t n = x->numel;
         switch (kind) {
-        case NEG: for (int64_t i = 0; i < n; i++) o[i] = -xs[i]; break;
-        case EXP: for (int64_t i = 0; i < n; i++) o[i] = exp(xs[i]); break;
-        case LOG: for (int64_t i = 0; i < n; i++) o[i] = log(xs[i]); break;
-        case SQRT: for (int64_t i = 0; i < n; i++) o[i] = sqrt(xs[i]); break;
-        case POW: for (int64_t i = 0; i < n; i++) o[i] = pow(xs[i], tc); break;
-        case ADD_S: for (int64_t i = 0; i < n; i++) o[i] = xs[i] + tc; break;
-        case MUL_S: for (int64_t i = 0; i < n; i++) o[i] = xs[i] * tc; break;
-        default: for (int64_t i = 0; i < n; i++) o[i] = xs[i] / tc; break;
+        case NEG: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = -xs[i]; break;
+        case EXP: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = exp(xs[i]); break;
+        case LOG: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = log(xs[i]); break;
+        case SQRT: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = sqrt(xs[i]); break;
+        case POW: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = pow(xs[i], tc); break;
+        case ADD_S: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = xs[i] + tc; break;
+        case MUL_S: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = xs[i] * tc; break;
+        default: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = xs[i] / tc; break;
         }
     });
     mark_unread(node, kind);
@@ -245,22 +269,22 @@ static tg_status unary_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
     int kind = kind_of(node);
     double c = scalar_of(node);
     TG__DISPATCH(x->dtype, T, {
-        const T *xs = x->data, *ys = y->data, *g = gout->data;
-        T *gx = gin[0]->data;
+        const T *restrict xs = x->data, *restrict ys = y->data, *restrict g = gout->data;
+        T *restrict gx = gin[0]->data;
         T tc = (T)c;
         int64_t n = x->numel;
         switch (kind) {
-        case NEG: for (int64_t i = 0; i < n; i++) gx[i] -= g[i]; break;
-        case EXP: for (int64_t i = 0; i < n; i++) gx[i] += g[i] * ys[i]; break;
-        case LOG: for (int64_t i = 0; i < n; i++) gx[i] += g[i] / xs[i]; break;
-        case SQRT: for (int64_t i = 0; i < n; i++) gx[i] += g[i] / (2 * ys[i]); break;
+        case NEG: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] -= g[i]; break;
+        case EXP: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] += g[i] * ys[i]; break;
+        case LOG: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] += g[i] / xs[i]; break;
+        case SQRT: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] += g[i] / (2 * ys[i]); break;
         case POW:
-            for (int64_t i = 0; i < n; i++)
+            PAR_SIMD for (int64_t i = 0; i < n; i++)
                 gx[i] += g[i] * (c == 0 ? 0 : tc * pow(xs[i], tc - 1));
             break;
-        case ADD_S: for (int64_t i = 0; i < n; i++) gx[i] += g[i]; break;
-        case MUL_S: for (int64_t i = 0; i < n; i++) gx[i] += g[i] * tc; break;
-        default: for (int64_t i = 0; i < n; i++) gx[i] += g[i] / tc; break;
+        case ADD_S: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] += g[i]; break;
+        case MUL_S: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] += g[i] * tc; break;
+        default: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] += g[i] / tc; break;
         }
     });
     return TG_OK;

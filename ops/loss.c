@@ -39,11 +39,30 @@
  * Every sum runs in double, for float32 too. Forward saves what the vjps
  * need (Q softmax - q and the divisor, copies of the indices and weights,
  * the broadcast pos_weight), so none of them reads an input's values after
- * forward except mse, bce and bce_with_logits, which read x and y.
+ * forward except mse, bce and bce_with_logits, which read x and y. The
+ * vjps write a gradient's first contribution (TG_OP_VJP_WRITES) and add
+ * later ones.
  */
 #include "ops_impl.h"
 
 #include <tgmath.h>
+
+/* Runs ROW(i) for i < rows, split over threads when total (elements)
+ * reaches the grain; below it the loop stays out of OpenMP, whose entry
+ * costs more than a small batch. */
+#define PAR_ROWS(total, rows, ROW)                                                     \
+    do {                                                                               \
+        if ((total) >= TG__PAR_GRAIN) {                                                \
+            _Pragma("omp parallel for schedule(static)")                               \
+            for (int64_t i = 0; i < (rows); i++) {                                     \
+                ROW(i);                                                                \
+            }                                                                          \
+        } else {                                                                       \
+            for (int64_t i = 0; i < (rows); i++) {                                     \
+                ROW(i);                                                                \
+            }                                                                          \
+        }                                                                              \
+    } while (0)
 
 static const char *reduction_name(tg_reduction r)
 {
@@ -252,10 +271,13 @@ static tg_status pair_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_
     if (x->numel == 0)
         return TG_OK;
     double gs = none ? 0 : tg_get(gout, 0) * scale_of(node, x->numel);
+    bool add_x = tg_vjp_adds(node, 0), add_y = tg_vjp_adds(node, 1);
+    int64_t n = x->numel;
     TG__DISPATCH(x->dtype, T, {
         const T *xs = x->data, *ys = y->data, *g = gout->data, *pws = lw ? lw->data : NULL;
         T *gx = gin[0] ? gin[0]->data : NULL, *gy = gin[1] ? gin[1]->data : NULL;
-        for (int64_t i = 0; i < x->numel; i++) {
+        _Pragma("omp parallel for if (n >= TG__PAR_GRAIN) schedule(static)")
+        for (int64_t i = 0; i < n; i++) {
             T s = none ? g[i] : (T)gs, a = xs[i], t = ys[i], dx, dy;
             if (kind == MSE) {
                 dx = 2 * s * (a - t);
@@ -275,9 +297,9 @@ static tg_status pair_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_
                 }
             }
             if (gx)
-                gx[i] += dx;
+                gx[i] = add_x ? gx[i] + dx : dx;
             if (gy)
-                gy[i] += dy;
+                gy[i] = add_y ? gy[i] + dy : dy;
         }
     });
     return TG_OK;
@@ -342,7 +364,8 @@ static const char *const class_names[] = {"input", "target", "weight", NULL};
                                  .attr_size = sizeof(tg_loss_attrs),                     \
                                  .forward = pair_forward, .vjp = pair_vjp,               \
                                  .print_attrs = loss_print, .sample = SAMPLE,            \
-                                 .impl = &kinds[KIND], .input_names = pair_names};       \
+                                 .impl = &kinds[KIND], .input_names = pair_names,        \
+                                 .flags = TG_OP_VJP_WRITES};                             \
     tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *x, tg_tensor *y, tg_reduction reduction) \
     {                                                                                    \
         tg_loss_attrs a = {reduction};                                                   \
@@ -690,38 +713,50 @@ static tg_tensor *ce_forward(tg_ctx *ctx, tg_node *node)
 /* g of sample (i, j): gout's entry (none) or its one value. */
 #define SAMPLE_G(T) (none ? (T)g[i * inner + j] : (T)g0)
 
+/* The gradients of sample row i (in ce_vjp) */
+#define CE_VJP_ROW(i)                                                                  \
+    for (int64_t cl = 0; cl < c; cl++)                                                 \
+        for (int64_t j = 0; j < inner; j++) {                                          \
+            int64_t at = ((i) * c + cl) * inner + j;                                   \
+            if (gz) { /* the division last, so g = 1 is exact */                       \
+                T v = SAMPLE_G(T) * d[at] / tm;                                        \
+                gz[at] = add_z ? gz[at] + v : v;                                       \
+            }                                                                          \
+            if (gt && ts) { /* both or neither: gin[1] decides */                      \
+                T v = SAMPLE_G(T) * ts[at] / tm;                                       \
+                gt[at] = add_t ? gt[at] + v : v;                                       \
+            }                                                                          \
+        }
+
 static tg_status ce_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
 {
     (void)ctx;
     const tg_tensor *z = node->in[0], *delta = node->saved[0];
-    if (z->numel == 0)
+    if (z->numel == 0) { /* no sample: the weights' gradient is 0 */
+        if (node->n_in > 2 && gin[2] && !tg_vjp_adds(node, 2))
+            memset(gin[2]->data, 0, (size_t)gin[2]->numel * tg_dtype_size(gin[2]->dtype));
         return TG_OK;
+    }
     int next = 1;
     const tg_tensor *dt = gin[1] ? node->saved[next++] : NULL;
     const tg_tensor *dw = node->n_in > 2 && gin[2] ? node->saved[next] : NULL;
     bool none = reduction_of(node) == TG_NONE;
     int64_t n = z->shape[0], c = z->shape[1], inner = z->numel / (n * c);
     double g0 = none ? 0 : tg_get(gout, 0), div = *(const double *)node->aux;
+    bool add_z = tg_vjp_adds(node, 0), add_t = tg_vjp_adds(node, 1), add_w = tg_vjp_adds(node, 2);
     TG__DISPATCH(z->dtype, T, {
         const T *d = delta->data, *g = gout->data, *ts = dt ? dt->data : NULL;
         const T *ws = dw ? dw->data : NULL;
         T *gz = gin[0] ? gin[0]->data : NULL, *gt = gin[1] ? gin[1]->data : NULL;
         T tm = (T)div;
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t cl = 0; cl < c; cl++)
-                for (int64_t j = 0; j < inner; j++) {
-                    int64_t at = (i * c + cl) * inner + j;
-                    if (gz) /* the division last, so g = 1 is exact */
-                        gz[at] += SAMPLE_G(T) * d[at] / tm;
-                    if (gt && ts) /* both or neither: gin[1] decides */
-                        gt[at] += SAMPLE_G(T) * ts[at] / tm;
-                }
+        PAR_ROWS(z->numel, n, CE_VJP_ROW);
         for (int64_t cl = 0; ws && cl < c; cl++) {
             double acc = 0;
             for (int64_t i = 0; i < n; i++)
                 for (int64_t j = 0; j < inner; j++)
                     acc += (double)SAMPLE_G(T) * (double)ws[(i * c + cl) * inner + j];
-            ((T *)gin[2]->data)[cl] += (T)(acc / div);
+            T *gw = gin[2]->data;
+            gw[cl] = add_w ? gw[cl] + (T)(acc / div) : (T)(acc / div);
         }
     });
     return TG_OK;
@@ -824,7 +859,8 @@ static int ce_print(const tg_node *node, char *buf, size_t size)
 const tg_op tg__op_cross_entropy = {.name = "cross_entropy", .min_in = 2, .max_in = 3,
                                     .attr_size = sizeof(tg_ce_attrs), .forward = ce_forward,
                                     .vjp = ce_vjp, .print_attrs = ce_print,
-                                    .sample = ce_sample, .flags = TG_OP_INT64_INPUTS,
+                                    .sample = ce_sample,
+                                    .flags = TG_OP_INT64_INPUTS | TG_OP_VJP_WRITES,
                                     .input_names = class_names};
 
 tg_tensor *tg_cross_entropy_ex(tg_ctx *ctx, tg_tensor *logits, tg_tensor *target,
@@ -905,6 +941,8 @@ static tg_status nll_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_t
     bool none = reduction_of(node) == TG_NONE;
     double g0 = none ? 0 : tg_get(gout, 0), div = *(const double *)node->aux;
     const int64_t *ks = node->saved[0]->data;
+    if (!tg_vjp_adds(node, 0)) /* a scatter: every other element of a first contribution is 0 */
+        memset(gin[0]->data, 0, (size_t)lp->numel * tg_dtype_size(lp->dtype));
     TG__DISPATCH(lp->dtype, T, {
         const T *g = gout->data, *w = wt ? wt->data : NULL;
         T *gl = gin[0]->data;
@@ -946,7 +984,8 @@ static int nll_print(const tg_node *node, char *buf, size_t size)
 const tg_op tg__op_nll_loss = {.name = "nll_loss", .min_in = 2, .max_in = 3,
                                .attr_size = sizeof(tg_ce_attrs), .forward = nll_forward,
                                .vjp = nll_vjp, .print_attrs = nll_print, .sample = nll_sample,
-                               .flags = TG_OP_INT64_INPUTS, .input_names = class_names};
+                               .flags = TG_OP_INT64_INPUTS | TG_OP_VJP_WRITES,
+                               .input_names = class_names};
 
 tg_tensor *tg_nll_loss_ex(tg_ctx *ctx, tg_tensor *logp, tg_tensor *target, tg_tensor *weight,
                           tg_reduction reduction, int64_t ignore_index)

@@ -5,7 +5,9 @@
  *           dA += G B^T,  dB += A^T G   (summed over broadcast batches)
  *   linear: y (M, out) = x (M, in) W^T + b, W (out, in), b (out)
  *           dx += G W,  dW += G^T x,  db += sum over rows of G (in double)
- * Backward accumulates by calling gemm with beta = 1. An inner size of 0
+ * Forward writes the bias into y and lets gemm add the product. Backward
+ * calls gemm with beta = 0 for a gradient's first contribution and beta = 1
+ * for later ones (TG_OP_VJP_WRITES); matmul's vjp always adds. An inner size of 0
  * gives zeros (an empty sum), and no size-0 matrix ever reaches BLAS, which
  * rejects a leading dimension below 1.
  */
@@ -217,56 +219,63 @@ static tg_tensor *linear_forward(tg_ctx *ctx, tg_node *node)
     if (!y)
         return NULL;
     int64_t rows = in ? x->numel / in : y->numel / (out_f ? out_f : 1);
-    tg__gemm(x->dtype, false, true, rows, out_f, in, x->data, in, w->data, in, false, y->data, out_f);
-    if (b)
-        TG__DISPATCH(x->dtype, T, {
-            T *yd = y->data;
-            const T *bd = b->data;
-            for (int64_t r = 0; r < rows; r++)
-                for (int64_t j = 0; j < out_f; j++)
-                    yd[r * out_f + j] += bd[j];
-        });
+    if (b) { /* y starts as the bias in every row; the product adds to it (beta = 1) */
+        size_t row = (size_t)out_f * tg_dtype_size(x->dtype);
+        for (int64_t r = 0; r < rows; r++)
+            memcpy((char *)y->data + (size_t)r * row, b->data, row);
+    }
+    tg__gemm(x->dtype, false, true, rows, out_f, in, x->data, in, w->data, in, b != NULL,
+             y->data, out_f);
     if (b)
         tg_node_value_unused(node, 2); /* db is the column sums of the gradient */
     tg_node_value_unused(node, -1);
     return y;
 }
 
-/* db += the column sums of G (rows x out_f), accumulated in double */
-static tg_status bias_grad(tg_ctx *ctx, const tg_tensor *gout, int64_t rows, int64_t out_f,
-                           tg_tensor *gb)
+/* Features per block of the bias gradient: a block's double sums stay in
+ * registers and cache while the rows stream past. */
+#define BIAS_BLOCK 64
+
+/* db (+)= the column sums of G (rows x out_f), in double: each block of
+ * features is summed over the rows in order by one thread, so the result
+ * does not depend on the thread count. */
+static void bias_grad(const tg_tensor *gout, int64_t rows, int64_t out_f, tg_tensor *gb, bool add)
 {
-    if (out_f == 0)
-        return TG_OK;
-    double *acc = tg_scratch(ctx, (size_t)out_f * sizeof(double), true);
-    if (!acc)
-        return tg_errcode(ctx);
+    int64_t blocks = (out_f + BIAS_BLOCK - 1) / BIAS_BLOCK;
     TG__DISPATCH(gout->dtype, T, {
-        const T *g = gout->data;
-        T *d = gb->data;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < out_f; j++)
-                acc[j] += g[r * out_f + j];
-        for (int64_t j = 0; j < out_f; j++)
-            d[j] += (T)acc[j];
+        const T *restrict g = gout->data;
+        T *restrict d = gb->data;
+        _Pragma("omp parallel for if (rows * out_f >= TG__PAR_GRAIN) schedule(static)")
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            int64_t j0 = blk * BIAS_BLOCK, nj = out_f - j0 < BIAS_BLOCK ? out_f - j0 : BIAS_BLOCK;
+            double acc[BIAS_BLOCK] = {0};
+            for (int64_t r = 0; r < rows; r++) {
+                const T *gr = g + r * out_f + j0;
+                _Pragma("omp simd")
+                for (int64_t j = 0; j < nj; j++)
+                    acc[j] += (double)gr[j];
+            }
+            for (int64_t j = 0; j < nj; j++)
+                d[j0 + j] = add ? (T)((double)d[j0 + j] + acc[j]) : (T)acc[j];
+        }
     });
-    return TG_OK;
 }
 
 static tg_status linear_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                             tg_tensor *const *gin)
 {
+    (void)ctx;
     tg_tensor *x = node->in[0], *w = node->in[1];
     int64_t in = w->shape[1], out_f = w->shape[0];
     int64_t rows = gout->numel / (out_f ? out_f : 1);
     if (gin[0])
-        tg__gemm(x->dtype, false, false, rows, in, out_f, gout->data, out_f, w->data, in, true,
-             gin[0]->data, in);
+        tg__gemm(x->dtype, false, false, rows, in, out_f, gout->data, out_f, w->data, in,
+                 tg_vjp_adds(node, 0), gin[0]->data, in);
     if (gin[1])
-        tg__gemm(x->dtype, true, false, out_f, in, rows, gout->data, out_f, x->data, in, true,
-             gin[1]->data, in);
+        tg__gemm(x->dtype, true, false, out_f, in, rows, gout->data, out_f, x->data, in,
+                 tg_vjp_adds(node, 1), gin[1]->data, in);
     if (node->n_in > 2 && gin[2])
-        return bias_grad(ctx, gout, rows, out_f, gin[2]);
+        bias_grad(gout, rows, out_f, gin[2], tg_vjp_adds(node, 2));
     return TG_OK;
 }
 
@@ -293,7 +302,7 @@ static const char *const linear_names[] = {"x", "weight", "bias", NULL};
 
 const tg_op tg__op_linear = {.name = "linear", .min_in = 2, .max_in = 3,
                              .forward = linear_forward, .vjp = linear_vjp,
-                             .sample = linear_sample,
+                             .sample = linear_sample, .flags = TG_OP_VJP_WRITES,
                              .input_names = linear_names};
 
 tg_tensor *tg_linear(tg_ctx *ctx, tg_tensor *x, tg_tensor *w, tg_tensor *b)

@@ -23,6 +23,9 @@
  *        as torch.mean)
  * No vjp reads an input or output value (max pooling reads its saved
  * indices). As in PyTorch, only the batch of a pooled input may be empty.
+ * Planes are computed in parallel (each alone, so the thread count changes
+ * nothing). Every vjp writes its first contribution (TG_OP_VJP_WRITES):
+ * zeros where no window reaches, in the same pass over each plane.
  */
 #include "ops_impl.h"
 
@@ -170,72 +173,133 @@ static void taps(int64_t start, int64_t k, int64_t d, int64_t n, int64_t *i0, in
     *i1 = last < k ? last : k;
 }
 
-/* y = each window's maximum; arg (when not NULL) its flat index in the
- * plane, -1 for a window that reaches no input element (y is then -inf). */
-static void max_forward(const pgeom *q, const tg_tensor *x, tg_tensor *y, int64_t *arg)
+/* Loops over the planes run in parallel when the input is large enough. */
+#define PAR_PLANES(q) ((q)->planes * (q)->h * (q)->w >= TG__PAR_GRAIN)
+
+/* The common case of max pooling (kernel 2, stride 2, no padding, no
+ * dilation, every window inside the input) has its own kernel, whose
+ * arg-max is 0 to 3 in the window's row-major order, an int32 (as wide as
+ * a float, so that the loop vectorises four windows at a time). */
+static bool max_2x2(const pgeom *q)
+{
+    return q->kh == 2 && q->kw == 2 && q->sh == 2 && q->sw == 2 && q->ph == 0 && q->pw == 0 &&
+           q->dh == 1 && q->dw == 1 && 2 * q->oh <= q->h && 2 * q->ow <= q->w;
+}
+
+/* One output row of the 2x2 case from input rows r0 and r1: the general
+ * kernel's comparisons in the same order (a later element wins when larger
+ * or NaN), written with the quiet comparisons and selects so that the loop
+ * vectorises; one body for float and double. */
+#define MAX2_ROW(NAME, T)                                                                  \
+    static void NAME(const T *restrict r0, const T *restrict r1, T *restrict o,            \
+                     int32_t *restrict ix, int64_t ow)                                     \
+    {                                                                                      \
+        _Pragma("omp simd")                                                                \
+        for (int64_t ox = 0; ox < ow; ox++) {                                              \
+            T v0 = r0[2 * ox], v1 = r0[2 * ox + 1], v2 = r1[2 * ox], v3 = r1[2 * ox + 1];  \
+            int t1 = isgreater(v1, v0) | isunordered(v1, v1);                              \
+            T h1 = t1 ? v1 : v0;                                                           \
+            int t2 = isgreater(v2, h1) | isunordered(v2, v2);                              \
+            T h2 = t2 ? v2 : h1;                                                           \
+            int t3 = isgreater(v3, h2) | isunordered(v3, v3);                              \
+            o[ox] = t3 ? v3 : h2;                                                          \
+            int k = t1;                                                                    \
+            k = t2 ? 2 : k;                                                                \
+            ix[ox] = t3 ? 3 : k;                                                           \
+        }                                                                                  \
+    }
+MAX2_ROW(max2_row_f32, float)
+MAX2_ROW(max2_row_f64, double)
+
+/* Plane p of the 2x2 case; arg receives each window's arg-max. */
+static void max2_plane(const pgeom *q, const tg_tensor *x, tg_tensor *y, int32_t *arg, int64_t p)
+{
+    const int64_t w = q->w, ow = q->ow;
+    for (int64_t oy = 0; oy < q->oh; oy++) {
+        int64_t in = p * q->h * w + 2 * oy * w, out = (p * q->oh + oy) * ow;
+        if (x->dtype == TG_F32)
+            max2_row_f32((const float *)x->data + in, (const float *)x->data + in + w,
+                         (float *)y->data + out, arg + out, ow);
+        else
+            max2_row_f64((const double *)x->data + in, (const double *)x->data + in + w,
+                         (double *)y->data + out, arg + out, ow);
+    }
+}
+
+/* Plane p of y = each window's maximum; arg (when not NULL) its flat index
+ * in the plane, -1 for a window that reaches no input element (y is then
+ * -inf). A window's rows are found once per output row. */
+static void max_plane(const pgeom *q, const tg_tensor *x, tg_tensor *y, int64_t *arg, int64_t p)
 {
     TG__DISPATCH(x->dtype, T, {
-        const T *xs = x->data;
-        T *o = y->data;
-        for (int64_t p = 0; p < q->planes; p++)
-            for (int64_t oy = 0; oy < q->oh; oy++)
-                for (int64_t ox = 0; ox < q->ow; ox++) {
-                    int64_t at = (p * q->oh + oy) * q->ow + ox, best = -1, i0, i1, j0, j1;
-                    int64_t top = oy * q->sh - q->ph, left = ox * q->sw - q->pw;
-                    T high = (T)-INFINITY;
-                    taps(top, q->kh, q->dh, q->h, &i0, &i1);
-                    taps(left, q->kw, q->dw, q->w, &j0, &j1);
-                    for (int64_t i = i0; i < i1; i++)
-                        for (int64_t j = j0; j < j1; j++) {
-                            int64_t flat = (top + i * q->dh) * q->w + left + j * q->dw;
-                            T v = xs[p * q->h * q->w + flat];
-                            if (best < 0 || v > high || isnan(v)) {
-                                high = v;
-                                best = flat;
-                            }
+        const T *xs = (const T *)x->data + p * q->h * q->w;
+        T *o = (T *)y->data + p * q->oh * q->ow;
+        for (int64_t oy = 0; oy < q->oh; oy++) {
+            int64_t top = oy * q->sh - q->ph, i0, i1;
+            taps(top, q->kh, q->dh, q->h, &i0, &i1);
+            for (int64_t ox = 0; ox < q->ow; ox++) {
+                int64_t at = oy * q->ow + ox, best = -1, j0, j1, left = ox * q->sw - q->pw;
+                T high = (T)-INFINITY;
+                taps(left, q->kw, q->dw, q->w, &j0, &j1);
+                for (int64_t i = i0; i < i1; i++) {
+                    const int64_t row = (top + i * q->dh) * q->w + left;
+                    for (int64_t j = j0; j < j1; j++) {
+                        T v = xs[row + j * q->dw];
+                        if (best < 0 || v > high || isnan(v)) {
+                            high = v;
+                            best = row + j * q->dw;
                         }
-                    o[at] = high;
-                    if (arg)
-                        arg[at] = best;
+                    }
                 }
+                o[at] = high;
+                if (arg)
+                    arg[p * q->oh * q->ow + at] = best;
+            }
+        }
     });
 }
 
-/* The in-bounds rows [y0, y1) and cols [x0, x1) of average window (oy, ox)
- * (never empty, as padding is at most half the kernel and every window
- * starts inside the input or its left padding), and its divisor. */
-static double avg_window(const pgeom *q, int64_t oy, int64_t ox, int64_t *y0, int64_t *y1,
-                         int64_t *x0, int64_t *x1)
+/* The in-bounds rows [y0, y1) of average window row oy (never empty, as
+ * padding is at most half the kernel and every window starts inside the
+ * input or its left padding), and its number of rows for the divisor. */
+static void avg_rows(const pgeom *q, int64_t oy, int64_t *y0, int64_t *y1, double *rows)
 {
-    int64_t top = oy * q->sh - q->ph, left = ox * q->sw - q->pw;
-    int64_t bottom = top + q->kh, right = left + q->kw;
+    int64_t top = oy * q->sh - q->ph, bottom = top + q->kh;
     *y0 = top > 0 ? top : 0;
     *y1 = bottom < q->h ? bottom : q->h;
-    *x0 = left > 0 ? left : 0;
-    *x1 = right < q->w ? right : q->w;
-    if (q->exclude_pad)
-        return (double)(*y1 - *y0) * (double)(*x1 - *x0);
-    int64_t rows = (bottom < q->h + q->ph ? bottom : q->h + q->ph) - top;
-    int64_t cols = (right < q->w + q->pw ? right : q->w + q->pw) - left;
-    return (double)rows * (double)cols;
+    *rows = q->exclude_pad ? (double)(*y1 - *y0)
+                           : (double)((bottom < q->h + q->ph ? bottom : q->h + q->ph) - top);
 }
 
-/* y = each window's sum (in double) over its divisor. */
-static void avg_forward(const pgeom *q, const tg_tensor *x, tg_tensor *y)
+/* The same for the columns of window column ox. */
+static void avg_cols(const pgeom *q, int64_t ox, int64_t *x0, int64_t *x1, double *cols)
+{
+    int64_t left = ox * q->sw - q->pw, right = left + q->kw;
+    *x0 = left > 0 ? left : 0;
+    *x1 = right < q->w ? right : q->w;
+    *cols = q->exclude_pad ? (double)(*x1 - *x0)
+                           : (double)((right < q->w + q->pw ? right : q->w + q->pw) - left);
+}
+
+/* Plane p of y = each window's sum (in double) over its divisor. */
+static void avg_plane(const pgeom *q, const tg_tensor *x, tg_tensor *y, int64_t p)
 {
     TG__DISPATCH(x->dtype, T, {
-        const T *xs = x->data;
-        T *o = y->data;
-        for (int64_t p = 0; p < q->planes; p++)
-            for (int64_t oy = 0; oy < q->oh; oy++)
-                for (int64_t ox = 0; ox < q->ow; ox++) {
-                    int64_t y0, y1, x0, x1;
-                    double acc = 0, div = avg_window(q, oy, ox, &y0, &y1, &x0, &x1);
-                    for (int64_t yy = y0; yy < y1; yy++)
-                        for (int64_t xx = x0; xx < x1; xx++)
-                            acc += xs[(p * q->h + yy) * q->w + xx];
-                    o[(p * q->oh + oy) * q->ow + ox] = (T)(acc / div);
-                }
+        const T *xs = (const T *)x->data + p * q->h * q->w;
+        T *o = (T *)y->data + p * q->oh * q->ow;
+        for (int64_t oy = 0; oy < q->oh; oy++) {
+            int64_t y0, y1, x0, x1;
+            double rows, cols;
+            avg_rows(q, oy, &y0, &y1, &rows);
+            for (int64_t ox = 0; ox < q->ow; ox++) {
+                avg_cols(q, ox, &x0, &x1, &cols);
+                double acc = 0;
+                for (int64_t yy = y0; yy < y1; yy++)
+                    for (int64_t xx = x0; xx < x1; xx++)
+                        acc += xs[yy * q->w + xx];
+                o[oy * q->ow + ox] = (T)(acc / (rows * cols));
+            }
+        }
     });
 }
 
@@ -254,48 +318,101 @@ static tg_tensor *pool_forward(tg_ctx *ctx, tg_node *node)
     if (!y)
         return NULL;
     if (!pool_max(node)) {
-        avg_forward(&q, x, y);
+#pragma omp parallel for if (PAR_PLANES(&q)) schedule(static)
+        for (int64_t p = 0; p < q.planes; p++)
+            avg_plane(&q, x, y, p);
         return y;
     }
-    int64_t *arg = NULL; /* y's element count is at most INT64_MAX / 8 */
-    if (node->recording && !(arg = tg_scratch(ctx, (size_t)y->numel * sizeof *arg, false)))
+    /* the arg-max indices, one byte or one int64 each (y's element count
+     * is at most INT64_MAX / 8) */
+    bool fast = max_2x2(&q);
+    size_t each = fast ? sizeof(int32_t) : sizeof(int64_t);
+    void *arg = NULL; /* the 2x2 kernel always writes them: they cost as much as y */
+    if ((node->recording || fast) && !(arg = tg_scratch(ctx, (size_t)y->numel * each, false)))
         return NULL;
-    max_forward(&q, x, y, arg);
-    node->aux = arg;
+#pragma omp parallel for if (PAR_PLANES(&q)) schedule(static)
+    for (int64_t p = 0; p < q.planes; p++) {
+        if (fast)
+            max2_plane(&q, x, y, arg, p);
+        else
+            max_plane(&q, x, y, arg, p);
+    }
+    node->aux = node->recording ? arg : NULL;
     return y;
 }
 
-/* dx[argmax] += g, for the windows that have an argmax */
-static void max_backward(const pgeom *q, const int64_t *arg, const tg_tensor *gout, tg_tensor *gx)
+/* Plane p of the 2x2 case: each window of dx gets g at its arg-max and,
+ * when writing, 0 elsewhere (rows and columns outside every window too). */
+static void max2_backward(const pgeom *q, const int32_t *arg, const tg_tensor *gout,
+                          tg_tensor *gx, bool add, int64_t p)
 {
+    const int64_t w = q->w, ow = q->ow;
     TG__DISPATCH(gout->dtype, T, {
-        const T *g = gout->data;
-        T *d = gx->data;
-        for (int64_t p = 0; p < q->planes; p++)
-            for (int64_t i = 0; i < q->oh * q->ow; i++) {
-                int64_t at = arg[p * q->oh * q->ow + i];
-                if (at >= 0)
-                    d[p * q->h * q->w + at] += g[p * q->oh * q->ow + i];
+        const T *g = (const T *)gout->data + p * q->oh * ow;
+        const int32_t *ix = arg + p * q->oh * ow;
+        T *d = (T *)gx->data + p * q->h * w;
+        for (int64_t oy = 0; oy < q->oh; oy++, g += ow, ix += ow) {
+            T *r0 = d + 2 * oy * w, *r1 = r0 + w;
+            if (add) {
+                for (int64_t ox = 0; ox < ow; ox++)
+                    (ix[ox] < 2 ? r0 : r1)[2 * ox + (ix[ox] & 1)] += g[ox];
+                continue;
             }
+            for (int64_t ox = 0; ox < ow; ox++) {
+                const T gv = g[ox];
+                const int k = ix[ox];
+                r0[2 * ox] = k == 0 ? gv : 0;
+                r0[2 * ox + 1] = k == 1 ? gv : 0;
+                r1[2 * ox] = k == 2 ? gv : 0;
+                r1[2 * ox + 1] = k == 3 ? gv : 0;
+            }
+            for (int64_t xx = 2 * ow; xx < w; xx++)
+                r0[xx] = r1[xx] = 0;
+        }
+        if (!add)
+            memset(d + 2 * q->oh * w, 0, (size_t)((q->h - 2 * q->oh) * w) * sizeof(T));
     });
 }
 
-/* dx += g / divisor over each window */
-static void avg_backward(const pgeom *q, const tg_tensor *gout, tg_tensor *gx)
+/* Plane p: dx[argmax] += g, for the windows that have an argmax (dx's
+ * plane zeroed first when writing). */
+static void max_backward(const pgeom *q, const int64_t *arg, const tg_tensor *gout, tg_tensor *gx,
+                         bool add, int64_t p)
+{
+    const int64_t n = q->oh * q->ow;
+    TG__DISPATCH(gout->dtype, T, {
+        const T *g = (const T *)gout->data + p * n;
+        const int64_t *ix = arg + p * n;
+        T *d = (T *)gx->data + p * q->h * q->w;
+        if (!add)
+            memset(d, 0, (size_t)(q->h * q->w) * sizeof(T));
+        for (int64_t i = 0; i < n; i++)
+            if (ix[i] >= 0)
+                d[ix[i]] += g[i];
+    });
+}
+
+/* Plane p: dx += g / divisor over each window (dx's plane zeroed first
+ * when writing). */
+static void avg_backward(const pgeom *q, const tg_tensor *gout, tg_tensor *gx, bool add, int64_t p)
 {
     TG__DISPATCH(gout->dtype, T, {
-        const T *g = gout->data;
-        T *d = gx->data;
-        for (int64_t p = 0; p < q->planes; p++)
-            for (int64_t oy = 0; oy < q->oh; oy++)
-                for (int64_t ox = 0; ox < q->ow; ox++) {
-                    int64_t y0, y1, x0, x1;
-                    double div = avg_window(q, oy, ox, &y0, &y1, &x0, &x1);
-                    T share = (T)((double)g[(p * q->oh + oy) * q->ow + ox] / div);
-                    for (int64_t yy = y0; yy < y1; yy++)
-                        for (int64_t xx = x0; xx < x1; xx++)
-                            d[(p * q->h + yy) * q->w + xx] += share;
-                }
+        const T *g = (const T *)gout->data + p * q->oh * q->ow;
+        T *d = (T *)gx->data + p * q->h * q->w;
+        if (!add)
+            memset(d, 0, (size_t)(q->h * q->w) * sizeof(T));
+        for (int64_t oy = 0; oy < q->oh; oy++) {
+            int64_t y0, y1, x0, x1;
+            double rows, cols;
+            avg_rows(q, oy, &y0, &y1, &rows);
+            for (int64_t ox = 0; ox < q->ow; ox++) {
+                avg_cols(q, ox, &x0, &x1, &cols);
+                T share = (T)((double)g[oy * q->ow + ox] / (rows * cols));
+                for (int64_t yy = y0; yy < y1; yy++)
+                    for (int64_t xx = x0; xx < x1; xx++)
+                        d[yy * q->w + xx] += share;
+            }
+        }
     });
 }
 
@@ -304,14 +421,19 @@ static tg_status pool_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_
     pgeom q;
     if (pool_geometry(ctx, node, &q))
         return tg_errcode(ctx);
-    if (!pool_max(node)) {
-        avg_backward(&q, gout, gin[0]);
-        return TG_OK;
-    }
-    if (!node->aux)
+    const bool add = tg_vjp_adds(node, 0), max = pool_max(node), fast = max && max_2x2(&q);
+    if (max && !node->aux)
         return TG_ERROR(ctx, TG_EINTERNAL, "%s: the arg-max indices were not saved",
                         node->op->name);
-    max_backward(&q, node->aux, gout, gin[0]);
+#pragma omp parallel for if (PAR_PLANES(&q)) schedule(static)
+    for (int64_t p = 0; p < q.planes; p++) {
+        if (fast)
+            max2_backward(&q, node->aux, gout, gin[0], add, p);
+        else if (max)
+            max_backward(&q, node->aux, gout, gin[0], add, p);
+        else
+            avg_backward(&q, gout, gin[0], add, p);
+    }
     return TG_OK;
 }
 
@@ -425,7 +547,8 @@ static int avgpool1d_sample(tg_ctx *ctx, int index, tg_sample *s)
     const tg_op tg__op_##NAME = {.name = #NAME, .min_in = 1, .max_in = 1,                \
                                  .attr_size = sizeof(tg_pool_attrs),                     \
                                  .forward = pool_forward, .vjp = pool_vjp,               \
-                                 .print_attrs = pool_print, .sample = SAMPLE};           \
+                                 .print_attrs = pool_print, .sample = SAMPLE,            \
+                                 .flags = TG_OP_VJP_WRITES};                             \
     tg_tensor *tg_##NAME##_opts(tg_ctx *ctx, tg_tensor *x, const tg_pool_attrs *a)       \
     {                                                                                    \
         if (ctx && !ctx->errcode && !a) {                                                \
@@ -453,6 +576,18 @@ POOL_OP(avg_pool2d, avgpool2d_sample)
 
 /* ---------------------------------------------------------------- global_avg_pool */
 
+/* Plane p of s values: its mean, summed in double. */
+static void gap_plane(const tg_tensor *x, tg_tensor *y, int64_t s, int64_t p)
+{
+    TG__DISPATCH(x->dtype, T, {
+        const T *xs = (const T *)x->data + p * s;
+        double acc = 0;
+        for (int64_t k = 0; k < s; k++)
+            acc += xs[k];
+        ((T *)y->data)[p] = s ? (T)(acc / (double)s) : (T)NAN;
+    });
+}
+
 static tg_tensor *gap_forward(tg_ctx *ctx, tg_node *node)
 {
     tg_tensor *x = node->in[0];
@@ -471,17 +606,25 @@ static tg_tensor *gap_forward(tg_ctx *ctx, tg_node *node)
     if (!y)
         return NULL;
     int64_t planes = y->numel, s = planes ? x->numel / planes : 0;
-    TG__DISPATCH(x->dtype, T, {
-        const T *xs = x->data;
-        T *o = y->data;
-        for (int64_t p = 0; p < planes; p++) {
-            double acc = 0;
-            for (int64_t k = 0; k < s; k++)
-                acc += xs[p * s + k];
-            o[p] = s ? (T)(acc / (double)s) : (T)NAN;
-        }
-    });
+#pragma omp parallel for if (x->numel >= TG__PAR_GRAIN) schedule(static)
+    for (int64_t p = 0; p < planes; p++)
+        gap_plane(x, y, s, p);
     return y;
+}
+
+/* Plane p: dx = g / s over the plane (added or written). */
+static void gap_vjp_plane(const tg_tensor *gout, tg_tensor *gx, int64_t s, bool add, int64_t p)
+{
+    TG__DISPATCH(gout->dtype, T, {
+        const T share = (T)((double)((const T *)gout->data)[p] / (double)s);
+        T *d = (T *)gx->data + p * s;
+        if (add)
+            for (int64_t k = 0; k < s; k++)
+                d[k] += share;
+        else
+            for (int64_t k = 0; k < s; k++)
+                d[k] = share;
+    });
 }
 
 static tg_status gap_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
@@ -489,15 +632,12 @@ static tg_status gap_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_t
     (void)ctx;
     const tg_tensor *x = node->in[0];
     int64_t planes = gout->numel, s = planes ? x->numel / planes : 0;
-    TG__DISPATCH(x->dtype, T, {
-        const T *g = gout->data;
-        T *gx = gin[0]->data;
-        for (int64_t p = 0; p < planes && s > 0; p++) {
-            T share = (T)((double)g[p] / (double)s);
-            for (int64_t k = 0; k < s; k++)
-                gx[p * s + k] += share;
-        }
-    });
+    const bool add = tg_vjp_adds(node, 0);
+    if (s == 0)
+        return TG_OK;
+#pragma omp parallel for if (x->numel >= TG__PAR_GRAIN) schedule(static)
+    for (int64_t p = 0; p < planes; p++)
+        gap_vjp_plane(gout, gin[0], s, add, p);
     return TG_OK;
 }
 
@@ -524,7 +664,7 @@ static int gap_print(const tg_node *node, char *buf, size_t size)
 const tg_op tg__op_global_avg_pool = {.name = "global_avg_pool", .min_in = 1, .max_in = 1,
                                       .attr_size = sizeof(tg_gap_attrs), .forward = gap_forward,
                                       .vjp = gap_vjp, .print_attrs = gap_print,
-                                      .sample = gap_sample};
+                                      .sample = gap_sample, .flags = TG_OP_VJP_WRITES};
 
 tg_tensor *tg_global_avg_pool_ex(tg_ctx *ctx, tg_tensor *x, bool keepdim)
 {

@@ -3,7 +3,9 @@
  *
  * x is viewed as (outer, n, inner) around the reduced axis (all elements:
  * outer = inner = 1). Forward: out[o, i] = sum_j x[o, j, i] (divided by n
- * for mean), accumulated in double. Vjp: dx[o, j, i] += g[o, i] (/ n).
+ * for mean), accumulated in double; a full sum adds fixed blocks, so its
+ * value does not depend on the thread count. Vjp: dx[o, j, i] += g[o, i]
+ * (/ n), written for a gradient's first contribution (TG_OP_VJP_WRITES).
  * As PyTorch, the sum of no elements is 0 and their mean NaN. An empty x
  * takes neither loop (its outer or inner size may be huge beside the 0).
  */
@@ -39,6 +41,40 @@ static double scale_of(const tg_node *node, span s)
     return s.n ? 1.0 / (double)s.n : NAN;
 }
 
+/* One parallel, vectorised loop over n elements (a pragma that can stand
+ * inside the dispatch macro's argument). */
+#define PAR_SIMD _Pragma("omp parallel for simd if (n >= TG__PAR_GRAIN) schedule(static)")
+
+/* Elements per block of a full sum: blocks are summed on their own, then
+ * their sums in order, so the result is the same at any thread count. */
+#define SUM_BLOCK 4096
+
+/* out = scale * the sum of every element of x (not empty), in double. */
+static tg_status sum_all(tg_ctx *ctx, const tg_tensor *x, double scale, tg_tensor *out)
+{
+    int64_t n = x->numel, blocks = (n + SUM_BLOCK - 1) / SUM_BLOCK;
+    double *part = tg_scratch(ctx, (size_t)blocks * sizeof *part, false);
+    if (!part)
+        return tg_errcode(ctx);
+    TG__DISPATCH(x->dtype, T, {
+        const T *xs = x->data;
+        _Pragma("omp parallel for if (n >= TG__PAR_GRAIN) schedule(static)")
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            int64_t lo = blk * SUM_BLOCK, hi = lo + SUM_BLOCK < n ? lo + SUM_BLOCK : n;
+            double acc = 0;
+            _Pragma("omp simd reduction(+ : acc)")
+            for (int64_t i = lo; i < hi; i++)
+                acc += (double)xs[i];
+            part[blk] = acc;
+        }
+        double total = 0;
+        for (int64_t blk = 0; blk < blocks; blk++)
+            total += part[blk];
+        *(T *)out->data = (T)(total * scale);
+    });
+    return TG_OK;
+}
+
 static tg_tensor *reduce_forward(tg_ctx *ctx, tg_node *node)
 {
     const tg_reduce_attrs *a = node->attrs;
@@ -64,16 +100,20 @@ static tg_tensor *reduce_forward(tg_ctx *ctx, tg_node *node)
         return tg_fill(ctx, out, is_mean(node) ? NAN : 0.0) == TG_OK ? out : NULL;
     span s = span_of(x, a, axis);
     double scale = scale_of(node, s);
+    if (a->all)
+        return sum_all(ctx, x, scale, out) == TG_OK ? out : NULL;
+    int64_t lines = s.outer * s.inner;
     TG__DISPATCH(x->dtype, T, {
         const T *xs = x->data;
         T *o = out->data;
-        for (int64_t p = 0; p < s.outer; p++)
-            for (int64_t i = 0; i < s.inner; i++) {
-                double acc = 0;
-                for (int64_t j = 0; j < s.n; j++)
-                    acc += xs[(p * s.n + j) * s.inner + i];
-                o[p * s.inner + i] = (T)(acc * scale);
-            }
+        _Pragma("omp parallel for if (x->numel >= TG__PAR_GRAIN) schedule(static)")
+        for (int64_t q = 0; q < lines; q++) {
+            int64_t p = q / s.inner, i = q % s.inner;
+            double acc = 0;
+            for (int64_t j = 0; j < s.n; j++)
+                acc += xs[(p * s.n + j) * s.inner + i];
+            o[q] = (T)(acc * scale);
+        }
     });
     return out;
 }
@@ -89,14 +129,38 @@ static tg_status reduce_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
         return TG_OK; /* no element to receive a gradient */
     span s = span_of(x, a, axis);
     double scale = scale_of(node, s);
+    int64_t rows = s.outer * s.n, n = s.n;
+    bool add = tg_vjp_adds(node, 0);
     TG__DISPATCH(x->dtype, T, {
-        const T *g = gout->data;
-        T *gx = gin[0]->data;
+        const T *restrict g = gout->data;
+        T *restrict gx = gin[0]->data;
         T sc = (T)scale;
-        for (int64_t p = 0; p < s.outer; p++)
-            for (int64_t j = 0; j < s.n; j++)
-                for (int64_t i = 0; i < s.inner; i++)
-                    gx[(p * s.n + j) * s.inner + i] += g[p * s.inner + i] * sc;
+        if (s.inner == 1) { /* each output's gradient fills a contiguous run of n */
+            for (int64_t p = 0; p < s.outer; p++) {
+                T v = g[p] * sc;
+                T *dr = gx + p * n;
+                if (add) {
+                    PAR_SIMD for (int64_t j = 0; j < n; j++) dr[j] += v;
+                } else {
+                    PAR_SIMD for (int64_t j = 0; j < n; j++) dr[j] = v;
+                }
+            }
+        } else { /* each row of inner gradients repeats one row of g */
+            _Pragma("omp parallel for if (x->numel >= TG__PAR_GRAIN) schedule(static)")
+            for (int64_t r = 0; r < rows; r++) {
+                const T *gr = g + r / s.n * s.inner;
+                T *dr = gx + r * s.inner;
+                if (add) {
+                    _Pragma("omp simd")
+                    for (int64_t i = 0; i < s.inner; i++)
+                        dr[i] += gr[i] * sc;
+                } else {
+                    _Pragma("omp simd")
+                    for (int64_t i = 0; i < s.inner; i++)
+                        dr[i] = gr[i] * sc;
+                }
+            }
+        }
     });
     return TG_OK;
 }
@@ -128,11 +192,11 @@ static int reduce_sample(tg_ctx *ctx, int index, tg_sample *s)
 const tg_op tg__op_sum = {.name = "sum", .min_in = 1, .max_in = 1,
                           .attr_size = sizeof(tg_reduce_attrs), .forward = reduce_forward,
                           .vjp = reduce_vjp, .print_attrs = reduce_print,
-                          .sample = reduce_sample};
+                          .sample = reduce_sample, .flags = TG_OP_VJP_WRITES};
 const tg_op tg__op_mean = {.name = "mean", .min_in = 1, .max_in = 1,
                            .attr_size = sizeof(tg_reduce_attrs), .forward = reduce_forward,
                            .vjp = reduce_vjp, .print_attrs = reduce_print,
-                           .sample = reduce_sample};
+                           .sample = reduce_sample, .flags = TG_OP_VJP_WRITES};
 
 static tg_tensor *reduce(tg_ctx *ctx, const tg_op *op, tg_tensor *x, int axis, bool all,
                          bool keepdim)

@@ -9,7 +9,9 @@
  *                dx += g - e^y * sum(g)
  * Subtracting the max keeps every exponent <= 0, so logits of 1e4 cannot
  * overflow, and softmax(z + c) = softmax(z) whenever z + c is exact. The
- * sums over a line run in double for float32 too. A NaN or an infinity in
+ * sums over a line run in double for float32 too. Lines are independent,
+ * so large inputs are split over threads by line; the vjp writes a
+ * gradient's first contribution (TG_OP_VJP_WRITES). A NaN or an infinity in
  * a line makes the whole line NaN, as in PyTorch. An empty input gives an
  * empty output; a shape whose outer x inner count overflows is TG_ESHAPE.
  */
@@ -36,6 +38,21 @@ static tg_status line_of(tg_ctx *ctx, const char *who, const tg_tensor *x, int a
     return TG_OK;
 }
 
+/* Runs LINE(q) for q < lines, split over threads when total (elements)
+ * reaches the grain; below it the loop stays out of OpenMP, whose entry
+ * costs more than a small batch of lines. */
+#define PAR_LINES(total, lines, LINE)                                                  \
+    do {                                                                               \
+        if ((total) >= TG__PAR_GRAIN) {                                                \
+            _Pragma("omp parallel for schedule(static)")                               \
+            for (int64_t q = 0; q < (lines); q++)                                      \
+                LINE(q);                                                               \
+        } else {                                                                       \
+            for (int64_t q = 0; q < (lines); q++)                                      \
+                LINE(q);                                                               \
+        }                                                                              \
+    } while (0)
+
 static bool is_log(const tg_node *node) { return node->op == &tg__op_log_softmax; }
 
 /* Normalises the line starting at x + base with element stride `inner`;
@@ -56,6 +73,9 @@ static bool is_log(const tg_node *node) { return node->op == &tg__op_log_softmax
         }                                                                            \
     } while (0)
 
+/* Line q of tg__softmax_lines */
+#define FORWARD_LINE(q) SOFTMAX_LINE(T, xs, o, (q) / l.inner * l.n * l.inner + (q) % l.inner, l, logp)
+
 void tg__softmax_lines(tg_dtype dt, const void *x, void *y, int64_t outer, int64_t n,
                        int64_t inner, bool logp)
 {
@@ -64,12 +84,11 @@ void tg__softmax_lines(tg_dtype dt, const void *x, void *y, int64_t outer, int64
         return;
     /* s >= 1 in SOFTMAX_LINE (the maximum's own term is exp(0)), so its log is finite */
     // cppcheck-suppress invalidFunctionArg
+    int64_t lines = outer * inner, total = lines * n;
     TG__DISPATCH(dt, T, {
         const T *xs = x;
         T *o = y;
-        for (int64_t p = 0; p < l.outer; p++)
-            for (int64_t i = 0; i < l.inner; i++)
-                SOFTMAX_LINE(T, xs, o, p * l.n * l.inner + i, l, logp);
+        PAR_LINES(total, lines, FORWARD_LINE);
     });
 }
 
@@ -89,6 +108,23 @@ static tg_tensor *softmax_forward(tg_ctx *ctx, tg_node *node)
     return y;
 }
 
+/* The gradient of line q (in softmax_vjp) */
+#define VJP_LINE(q)                                                                \
+    do {                                                                           \
+        int64_t base = (q) / l.inner * l.n * l.inner + (q) % l.inner;              \
+        double dot = 0;                                                            \
+        for (int64_t j = 0; j < l.n; j++) {                                        \
+            int64_t k = base + j * l.inner;                                        \
+            dot += logp ? (double)g[k] : (double)g[k] * (double)ys[k];             \
+        }                                                                          \
+        T d = (T)dot;                                                              \
+        for (int64_t j = 0; j < l.n; j++) {                                        \
+            int64_t k = base + j * l.inner;                                        \
+            T v = logp ? g[k] - exp(ys[k]) * d : ys[k] * (g[k] - d);               \
+            gx[k] = add ? gx[k] + v : v;                                           \
+        }                                                                          \
+    } while (0)
+
 static tg_status softmax_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                              tg_tensor *const *gin)
 {
@@ -99,24 +135,12 @@ static tg_status softmax_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
         return tg_errcode(ctx);
     if (x->numel == 0)
         return TG_OK;
-    bool logp = is_log(node);
+    bool logp = is_log(node), add = tg_vjp_adds(node, 0);
+    int64_t lines = l.outer * l.inner, total = x->numel;
     TG__DISPATCH(x->dtype, T, {
         const T *ys = y->data, *g = gout->data;
         T *gx = gin[0]->data;
-        for (int64_t p = 0; p < l.outer; p++)
-            for (int64_t i = 0; i < l.inner; i++) {
-                int64_t base = p * l.n * l.inner + i;
-                double dot = 0;
-                for (int64_t j = 0; j < l.n; j++) {
-                    int64_t k = base + j * l.inner;
-                    dot += logp ? (double)g[k] : (double)g[k] * (double)ys[k];
-                }
-                T d = (T)dot;
-                for (int64_t j = 0; j < l.n; j++) {
-                    int64_t k = base + j * l.inner;
-                    gx[k] += logp ? g[k] - exp(ys[k]) * d : ys[k] * (g[k] - d);
-                }
-            }
+        PAR_LINES(total, lines, VJP_LINE);
     });
     return TG_OK;
 }
@@ -144,11 +168,11 @@ static int softmax_sample(tg_ctx *ctx, int index, tg_sample *s)
 const tg_op tg__op_softmax = {.name = "softmax", .min_in = 1, .max_in = 1,
                               .attr_size = sizeof(tg_axis_attrs), .forward = softmax_forward,
                               .vjp = softmax_vjp, .print_attrs = axis_print,
-                              .sample = softmax_sample};
+                              .sample = softmax_sample, .flags = TG_OP_VJP_WRITES};
 const tg_op tg__op_log_softmax = {.name = "log_softmax", .min_in = 1, .max_in = 1,
                                   .attr_size = sizeof(tg_axis_attrs), .forward = softmax_forward,
                                   .vjp = softmax_vjp, .print_attrs = axis_print,
-                                  .sample = softmax_sample};
+                                  .sample = softmax_sample, .flags = TG_OP_VJP_WRITES};
 
 tg_tensor *tg_softmax(tg_ctx *ctx, tg_tensor *x, int axis)
 {

@@ -140,8 +140,13 @@ TG_API void tg_optim_free(tg_ctx *ctx, tg_optim *opt);
  */
 TG_API tg_status tg_optim_step(tg_ctx *ctx, tg_optim *opt);
 
-/* Zeroes the gradients of the optimiser's parameters (those that have
- * one), as PyTorch's zero_grad(set_to_none=False). TG_EINVAL for NULL. */
+/* Releases the gradients of the optimiser's parameters, as PyTorch's
+ * zero_grad() (set_to_none=True): their grad becomes NULL and the next
+ * backward writes them without zero-filling first (tg_zero_grad_ex). A
+ * parameter backward does not reach keeps a NULL grad and tg_optim_step
+ * skips it, as PyTorch; members of a parameter block get zeros instead
+ * once any member is reached (the block is one tensor). Zeroing in place
+ * is tg_tensor_zero_grad. TG_EINVAL for NULL. */
 TG_API tg_status tg_optim_zero_grad(tg_ctx *ctx, tg_optim *opt);
 
 /* Sets the learning rate (>= 0, not NaN, else TG_EINVAL). */
