@@ -548,6 +548,41 @@ static double across_ranks(tg_ctx *ctx, tg_dist *d)
     return err;
 }
 
+/* tg_profile_record: rows of their own in tg_profile_print, only while
+ * profiling; names checked. The sync op's collectives are recorded. */
+static int profile_rows(tg_ctx *ctx)
+{
+    char long_name[64];
+    memset(long_name, 'a', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    if (tg_profile_record(ctx, "off", 5, 7) != TG_OK ||
+        tg_profile_record(ctx, long_name, 1, 1) != TG_EINVAL)
+        return fail("tg_profile_record's arguments", ctx);
+    tg_clear_error(ctx);
+    tg_set_profile(ctx, true);
+    tg_profile_record(ctx, "test (wait)", 2000, 64);
+    tg_profile_record(ctx, "test (wait)", 1000, 64);
+    tg_tensor *x = tg_rand(ctx, TG_F64, TG_SHAPE(4, 3), -1, 1);
+    tg_set_requires_grad(ctx, x, true);
+    tg_backward(ctx, tg_sum(ctx, tg_dist_batch_norm(ctx, NULL, x, NULL, NULL, NULL, NULL, 0.1,
+                                                    1e-5)));
+    char buf[8192] = "";
+    FILE *f = tmpfile();
+    size_t n = f && tg_profile_print(ctx, f) == TG_OK && fseek(f, 0, SEEK_SET) == 0
+                   ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    buf[n] = '\0';
+    if (f)
+        fclose(f);
+    tg_set_profile(ctx, false);
+    tg_profile_reset(ctx);
+    tg_reset(ctx);
+    if (tg_errcode(ctx) || !strstr(buf, "test (wait)                              2       3.000us"
+                                        "               128") ||
+        !strstr(buf, "sync_batch_norm ") || strstr(buf, "off"))
+        return fail("the profile's rows", ctx);
+    return 0;
+}
+
 /* Gradchecks: the registered op on one rank, and the whole distributed
  * function over every rank by finite differences. */
 static int run_sync_bn_grad(void)
@@ -567,6 +602,8 @@ static int run_sync_bn_grad(void)
     double e_self = bad ? INFINITY : self_equals_batch_norm(ctx);
     if (!bad && !(e_self <= 1e-13))
         bad = fail("on one rank, sync batch norm differs from batch_norm", ctx);
+    if (!bad)
+        bad = profile_rows(ctx);
     double e_fd = across_ranks(ctx, d);
     if (!bad && !(e_fd <= 1e-7))
         bad = fail("the distributed gradient differs from finite differences", ctx);
