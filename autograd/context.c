@@ -420,7 +420,8 @@ static void print_others(FILE *f, const tg__prof *p, size_t n)
 {
     if (n == 0)
         return;
-    const char *rule = "--------------------------------  --------  ------------  ----------------\n";
+    const char *rule = "--------------------------------  --------  ------------  "
+                       "----------------\n";
     fprintf(f, "\n%s%-32s  %8s  %12s  %16s\n%s", rule, "Other", "Calls", "Total", "Bytes", rule);
     char a[32];
     for (size_t i = 0; i < n; i++)

@@ -559,6 +559,7 @@ typedef struct sync_bn_attrs {
     tg_batch_norm_attrs bn;
     MPI_Comm comm;
     const tg_dist *d;
+    int ranks; /* the communicator's size, for graph labels drawn after it is gone */
 } sync_bn_attrs;
 
 /* What forward leaves the vjp besides mean and inverse std. */
@@ -871,11 +872,8 @@ static tg_status sbn_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_t
 static int sbn_print(const tg_node *node, char *buf, size_t size)
 {
     const sync_bn_attrs *a = node->attrs;
-    int ranks = 1;
-    if (a->comm != MPI_COMM_NULL)
-        MPI_Comm_size(a->comm, &ranks);
     return snprintf(buf, size, "momentum=%g eps=%g%s ranks=%d", a->bn.momentum, a->bn.eps,
-                    a->bn.has & TG_BN_WEIGHT ? " affine" : "", ranks);
+                    a->bn.has & TG_BN_WEIGHT ? " affine" : "", a->ranks);
 }
 
 /* Gradcheck cases, run over MPI_COMM_SELF when MPI is up (else without
@@ -918,6 +916,7 @@ static int sbn_sample(tg_ctx *ctx, int index, tg_sample *s)
     memset(&a, 0, sizeof a);
     a.bn = (tg_batch_norm_attrs){0.1, 1e-5, has};
     a.comm = init && !fin ? MPI_COMM_SELF : MPI_COMM_NULL;
+    a.ranks = 1;
     memcpy(s->attrs, &a, sizeof a);
     s->training = true;
     snprintf(s->desc, sizeof s->desc, "%s", cases[index].desc);
@@ -964,6 +963,7 @@ tg_tensor *tg_dist_batch_norm(tg_ctx *ctx, tg_dist *d, tg_tensor *x, tg_tensor *
     a.bn = (tg_batch_norm_attrs){momentum, eps, 0};
     a.comm = d ? d->comm : MPI_COMM_NULL;
     a.d = d;
+    a.ranks = tg_dist_size(d);
     tg_tensor *in[5] = {x};
     int n = 1;
     if (weight) {
