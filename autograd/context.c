@@ -328,25 +328,39 @@ void tg_profile_reset(tg_ctx *ctx)
         ctx->n_prof = 0;
 }
 
+/* The totals named name (an op's, or with other a recorded entry's),
+ * appended zeroed when there are none yet; NULL on out-of-memory. */
+static tg__prof *prof_entry(tg_ctx *ctx, const char *name, bool other)
+{
+    for (size_t i = 0; i < ctx->n_prof; i++) { /* a few dozen names: a scan is enough */
+        tg__prof *p = &ctx->prof[i];
+        if (p->other == other &&
+            (other ? strcmp(p->label, name) == 0 : p->name == name || strcmp(p->name, name) == 0))
+            return p;
+    }
+    if (ctx->n_prof == ctx->cap_prof) {
+        size_t cap = ctx->cap_prof ? 2 * ctx->cap_prof : 32;
+        tg__prof *t = tg__realloc(ctx, ctx->prof, ctx->cap_prof * sizeof *t, cap * sizeof *t);
+        if (!t)
+            return NULL;
+        ctx->prof = t;
+        ctx->cap_prof = cap;
+    }
+    tg__prof *p = &ctx->prof[ctx->n_prof++];
+    memset(p, 0, sizeof *p);
+    p->other = other;
+    if (other)
+        memcpy(p->label, name, strlen(name) + 1); /* the caller checked its length */
+    else
+        p->name = name;
+    return p;
+}
+
 tg_status tg__profile_add(tg_ctx *ctx, const char *name, bool vjp, uint64_t ns, uint64_t bytes)
 {
-    tg__prof *p = NULL;
-    for (size_t i = 0; i < ctx->n_prof && !p; i++) /* a few dozen names: a scan is enough */
-        if (ctx->prof[i].name == name || strcmp(ctx->prof[i].name, name) == 0)
-            p = &ctx->prof[i];
-    if (!p) {
-        if (ctx->n_prof == ctx->cap_prof) {
-            size_t cap = ctx->cap_prof ? 2 * ctx->cap_prof : 32;
-            tg__prof *t = tg__realloc(ctx, ctx->prof, ctx->cap_prof * sizeof *t, cap * sizeof *t);
-            if (!t)
-                return ctx->errcode;
-            ctx->prof = t;
-            ctx->cap_prof = cap;
-        }
-        p = &ctx->prof[ctx->n_prof++];
-        memset(p, 0, sizeof *p);
-        p->name = name;
-    }
+    tg__prof *p = prof_entry(ctx, name, false);
+    if (!p)
+        return ctx->errcode;
     if (vjp) {
         p->vjp_calls++;
         p->vjp_ns += ns;
@@ -359,13 +373,33 @@ tg_status tg__profile_add(tg_ctx *ctx, const char *name, bool vjp, uint64_t ns, 
     return TG_OK;
 }
 
+tg_status tg_profile_record(tg_ctx *ctx, const char *name, uint64_t ns, uint64_t bytes)
+{
+    TG__GUARD(ctx, ctx ? ctx->errcode : TG_EINVAL);
+    if (!name || !*name || strlen(name) >= TG__PROF_LABEL)
+        return TG_ERROR(ctx, TG_EINVAL, "profile_record: the name %s", !name ? "is NULL"
+                        : !*name ? "is empty" : "is longer than 47 bytes");
+    if (!ctx->profile)
+        return TG_OK;
+    tg__prof *p = prof_entry(ctx, name, true);
+    if (!p)
+        return ctx->errcode;
+    p->calls++;
+    p->fwd_ns += ns;
+    p->fwd_bytes += bytes;
+    return TG_OK;
+}
+
+/* Ops first, then recorded entries; each by total time, then name. */
 static int by_time(const void *a, const void *b)
 {
     const tg__prof *x = a, *y = b;
+    if (x->other != y->other)
+        return x->other ? 1 : -1;
     uint64_t tx = x->fwd_ns + x->vjp_ns, ty = y->fwd_ns + y->vjp_ns;
     if (tx != ty)
         return tx < ty ? 1 : -1;
-    return strcmp(x->name, y->name);
+    return strcmp(x->other ? x->label : x->name, y->other ? y->label : y->name);
 }
 
 /* "12.345ms" with a unit that suits the value */
@@ -380,6 +414,22 @@ static const char *fmt_ns(char *buf, size_t size, uint64_t ns)
     return buf;
 }
 
+/* The tg_profile_record entries, in a table of their own: their time is
+ * not the ops' (communication overlaps backward), nor are their bytes. */
+static void print_others(FILE *f, const tg__prof *p, size_t n)
+{
+    if (n == 0)
+        return;
+    const char *rule = "--------------------------------  --------  ------------  "
+                       "----------------\n";
+    fprintf(f, "\n%s%-32s  %8s  %12s  %16s\n%s", rule, "Other", "Calls", "Total", "Bytes", rule);
+    char a[32];
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%-32s  %8llu  %12s  %16llu\n", p[i].label, (unsigned long long)p[i].calls,
+                fmt_ns(a, sizeof a, p[i].fwd_ns), (unsigned long long)p[i].fwd_bytes);
+    fputs(rule, f);
+}
+
 tg_status tg_profile_print(tg_ctx *ctx, FILE *f)
 {
     TG__GUARD(ctx, ctx ? ctx->errcode : TG_EINVAL);
@@ -387,7 +437,10 @@ tg_status tg_profile_print(tg_ctx *ctx, FILE *f)
         return TG_ERROR(ctx, TG_EINVAL, "profile_print: the file is NULL");
     qsort(ctx->prof, ctx->n_prof, sizeof *ctx->prof, by_time);
     uint64_t all = 0, fwd = 0, vjp = 0, calls = 0, bytes = 0;
-    for (size_t i = 0; i < ctx->n_prof; i++) {
+    size_t n_ops = 0;
+    while (n_ops < ctx->n_prof && !ctx->prof[n_ops].other)
+        n_ops++;
+    for (size_t i = 0; i < n_ops; i++) {
         all += ctx->prof[i].fwd_ns + ctx->prof[i].vjp_ns;
         fwd += ctx->prof[i].fwd_ns;
         vjp += ctx->prof[i].vjp_ns;
@@ -401,7 +454,7 @@ tg_status tg_profile_print(tg_ctx *ctx, FILE *f)
             "Vjp total", "Total", "Total %", "Fwd bytes", "Vjp bytes");
     fputs(rule, f);
     char a[32], b[32], c[32];
-    for (size_t i = 0; i < ctx->n_prof; i++) {
+    for (size_t i = 0; i < n_ops; i++) {
         const tg__prof *p = &ctx->prof[i];
         uint64_t t = p->fwd_ns + p->vjp_ns;
         fprintf(f, "%-20s  %8llu  %12s  %12s  %12s  %6.2f%%  %12llu  %12llu\n", p->name,
@@ -414,6 +467,7 @@ tg_status tg_profile_print(tg_ctx *ctx, FILE *f)
     fprintf(f, "%-20s  %8llu  %12s  %12s  %12s  %6.2f%%  %12s  %12llu\n", "(all ops)",
             (unsigned long long)calls, fmt_ns(a, sizeof a, fwd), fmt_ns(b, sizeof b, vjp),
             fmt_ns(c, sizeof c, all), all ? 100.0 : 0.0, "", (unsigned long long)bytes);
+    print_others(f, ctx->prof + n_ops, ctx->n_prof - n_ops);
     if (fflush(f) != 0 || ferror(f))
         return TG_ERROR(ctx, TG_EIO, "profile_print: writing the table failed");
     return TG_OK;

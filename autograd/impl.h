@@ -58,12 +58,17 @@ typedef struct tg__mark {
 
 #define TG__SITES 64 /* call sites a nest of builder calls can hold */
 
-/* The profile's totals for one op name (as called). */
+/* The profile's totals for one op name (as called), or for one entry of
+ * tg_profile_record (other: its name copied into label, its totals in
+ * calls, fwd_ns and fwd_bytes). */
+#define TG__PROF_LABEL 48
 typedef struct tg__prof {
     const char *name;
     uint64_t calls, vjp_calls;
     uint64_t fwd_ns, vjp_ns;
     uint64_t fwd_bytes, vjp_bytes;
+    bool other;
+    char label[TG__PROF_LABEL];
 } tg__prof;
 
 struct tg_ctx {

@@ -34,6 +34,8 @@ struct tg_model {
     int n_state;
     tg_tensor **state;
     bool *state_param;
+    tg_batch_norm_fn bn_fn; /* tg_model_set_batch_norm, or NULL */
+    void *bn_ud;
 };
 
 #define MAX_LAYERS (1 << 20) /* so the state dict (5 entries a layer at most) fits an int */
@@ -657,10 +659,21 @@ void tg_model_free(tg_ctx *ctx, tg_model *m)
 
 /* ---------------------------------------------------------------- running */
 
-static tg_tensor *forward_bn(tg_ctx *ctx, const mlayer *L, tg_tensor *h)
+tg_status tg_model_set_batch_norm(tg_ctx *ctx, tg_model *m, tg_batch_norm_fn fn, void *ud)
 {
-    tg_tensor *y = tg_batch_norm(ctx, h, L->weight, L->bias, L->running_mean, L->running_var,
-                                 L->spec.momentum, L->spec.eps);
+    if (!m)
+        return TG_ERROR(ctx, TG_EINVAL, "model_set_batch_norm: model NULL");
+    m->bn_fn = fn;
+    m->bn_ud = fn ? ud : NULL;
+    return TG_OK;
+}
+
+static tg_tensor *forward_bn(tg_ctx *ctx, const tg_model *m, const mlayer *L, tg_tensor *h)
+{
+    tg_tensor *y = m->bn_fn ? m->bn_fn(ctx, h, L->weight, L->bias, L->running_mean,
+                                       L->running_var, L->spec.momentum, L->spec.eps, m->bn_ud)
+                            : tg_batch_norm(ctx, h, L->weight, L->bias, L->running_mean,
+                                            L->running_var, L->spec.momentum, L->spec.eps);
     if (y && tg_training(ctx))
         tg_set(L->tracked, 0, tg_get(L->tracked, 0) + 1);
     return y;
@@ -679,7 +692,7 @@ static tg_tensor *forward_pool(tg_ctx *ctx, const tg_layer *l, tg_tensor *h)
     }
 }
 
-static tg_tensor *forward_layer(tg_ctx *ctx, const mlayer *L, tg_tensor *h)
+static tg_tensor *forward_layer(tg_ctx *ctx, const tg_model *m, const mlayer *L, tg_tensor *h)
 {
     const tg_layer *l = &L->spec;
     switch (l->kind) {
@@ -704,7 +717,7 @@ static tg_tensor *forward_layer(tg_ctx *ctx, const mlayer *L, tg_tensor *h)
         return tg_pad2d(ctx, h, l->padding[1], l->padding[1], l->padding[0], l->padding[0]);
     case TG_LAYER_FLATTEN: return tg_flatten(ctx, h, 1, -1);
     case TG_LAYER_DROPOUT: return tg_dropout(ctx, h, l->p);
-    case TG_LAYER_BATCH_NORM1D: case TG_LAYER_BATCH_NORM2D: return forward_bn(ctx, L, h);
+    case TG_LAYER_BATCH_NORM1D: case TG_LAYER_BATCH_NORM2D: return forward_bn(ctx, m, L, h);
     case TG_LAYER_SOFTMAX: return tg_softmax(ctx, h, l->dim);
     case TG_LAYER_LOG_SOFTMAX: return tg_log_softmax(ctx, h, l->dim);
     default: break;
@@ -754,7 +767,7 @@ tg_tensor *tg_model_forward(tg_ctx *ctx, tg_model *m, tg_tensor *x)
         char scope[48];
         snprintf(scope, sizeof scope, "%d.%s", i, tg_layer_name(m->layers[i].spec.kind));
         tg_scope_push(ctx, scope);
-        h = forward_layer(ctx, &m->layers[i], h);
+        h = forward_layer(ctx, m, &m->layers[i], h);
         tg_scope_pop(ctx);
     }
     return h;

@@ -10,6 +10,13 @@
  *                               and bucketed runs must match it and each
  *                               other, and every rank must hold rank 0's
  *                               parameters exactly.
+ *   test_dist sync-bn f32|f64   cnnbn (two batch_norm2d layers, dropout 0) trained
+ *                               with synchronised batch norm must end with rank 0's
+ *                               single-process parameters and running statistics;
+ *                               with per-rank batch norm it must not.
+ *   test_dist sync-bn-grad      the sync_batch_norm op gradchecked on one rank and
+ *                               equal to batch_norm there; the distributed function
+ *                               (uneven shards) against finite differences.
  *   test_dist shard             tg_dist_shard's arithmetic (one process)
  *   test_dist write-data DIR    synthetic Fashion-MNIST IDX files for the command
  *   test_dist compare A B TOL   two checkpoints' tensors agree within TOL (relative)
@@ -79,11 +86,11 @@ static void make_idx(int n, unsigned seed, unsigned char **img, size_t *img_size
     }
 }
 
-static tg_dataset *synthetic(tg_ctx *ctx)
+static tg_dataset *synthetic(tg_ctx *ctx, int n)
 {
     unsigned char *img, *lab;
     size_t is, ls;
-    make_idx(N_EXAMPLES, 3, &img, &is, &lab, &ls);
+    make_idx(n, 3, &img, &is, &lab, &ls);
     tg_dataset *ds = img && lab ? tg_dataset_from_mem(ctx, img, is, lab, ls, 10) : NULL;
     free(img);
     free(lab);
@@ -129,6 +136,25 @@ static tg_model *lenet(tg_ctx *ctx, tg_dtype dtype)
     return tg_model_load(ctx, TG_MODELS "/lenet5.tgm", dtype);
 }
 
+/* cnnbn.tgm (two batch_norm2d layers) with dropout 0, so that ranks draw
+ * no masks a single process would draw differently. */
+static tg_model *cnnbn(tg_ctx *ctx, tg_dtype dtype)
+{
+    char text[4096];
+    FILE *f = fopen(TG_MODELS "/cnnbn.tgm", "rb");
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    char *p = strstr(text, "dropout 0.5");
+    if (!p) {
+        TG_ERROR(ctx, TG_ENOTFOUND, "cnnbn.tgm: no 'dropout 0.5' line");
+        return NULL;
+    }
+    memcpy(p, "dropout 0.0", 11);
+    return tg_model_parse(ctx, text, n, "cnnbn.tgm", dtype);
+}
+
 static tg_optim *sgd(tg_ctx *ctx, tg_model *m)
 {
     tg_tensor *block = tg_model_params(m);
@@ -138,38 +164,60 @@ static tg_optim *sgd(tg_ctx *ctx, tg_model *m)
     return tg_optim_sgd(ctx, &block, 1, &o);
 }
 
+/* A training run: the model, data and steps, and how ranks cooperate. */
+typedef struct run_cfg {
+    tg_model *(*model)(tg_ctx *ctx, tg_dtype dtype);
+    int examples, global_batch, steps;
+    bool sync_bn;
+} run_cfg;
+
+static const run_cfg LENET_RUN = {lenet, N_EXAMPLES, GLOBAL_BATCH, STEPS, false};
+
+/* Every state-dict entry's values after a run, in order: numel doubles
+ * (parameters and buffers). */
+static int64_t state_numel(const tg_model *m)
+{
+    int64_t n = 0;
+    for (int i = 0; i < tg_model_state_count(m); i++)
+        n += tg_model_state(m, i)->numel;
+    return n;
+}
+
 /*
- * STEPS steps as the trainer takes them: the epoch's order shuffled from
+ * c->steps steps as the trainer takes them: the epoch's order shuffled from
  * the context RNG (the same on every rank), this rank's shard of each
- * global batch; d NULL trains alone. Copies the final parameter block into
- * out (numel doubles).
+ * global batch; d NULL trains alone. Copies the final state dict into out
+ * (numel doubles, see state_numel).
  */
-static int train(tg_dtype dtype, tg_dist *d, double *out, int64_t numel)
+static int train(const run_cfg *c, tg_dtype dtype, tg_dist *d, double *out, int64_t numel)
 {
     tg_ctx *ctx = tg_ctx_new(SEED);
-    tg_model *m = ctx ? lenet(ctx, dtype) : NULL;
-    tg_dataset *ds = m ? synthetic(ctx) : NULL;
+    tg_model *m = ctx ? c->model(ctx, dtype) : NULL;
+    tg_dataset *ds = m ? synthetic(ctx, c->examples) : NULL;
     tg_optim *opt = ds ? sgd(ctx, m) : NULL;
-    int64_t *order = opt ? tg_malloc(ctx, N_EXAMPLES * sizeof *order) : NULL;
+    int64_t *order = opt ? tg_malloc(ctx, (size_t)c->examples * sizeof *order) : NULL;
     if (order && d) {
         tg_dist_broadcast_model(ctx, d, m);
         tg_dist_attach(ctx, d, m);
+        if (c->sync_bn)
+            tg_dist_sync_batch_norm(ctx, d, m);
     }
     tg_dataset view = ds ? *ds : (tg_dataset){0};
     view.order = order;
-    int64_t per_epoch = tg_dist_batches(N_EXAMPLES, GLOBAL_BATCH);
-    for (int step = 0; order && step < STEPS && !tg_errcode(ctx); step++) {
+    int64_t per_epoch = tg_dist_batches(c->examples, c->global_batch);
+    for (int step = 0; order && step < c->steps && !tg_errcode(ctx); step++) {
         int64_t b = step % per_epoch;
         if (b == 0)
             tg_dataset_shuffle(ctx, ds);
         tg_dist_shard_info sh;
-        if (tg_dist_shard(d, N_EXAMPLES, GLOBAL_BATCH, b, &sh))
+        if (tg_dist_shard(d, c->examples, c->global_batch, b, &sh))
             return fail("tg_dist_shard refused a valid batch", NULL);
         for (int64_t i = 0; i < sh.count; i++)
             order[i] = ds->order[sh.start + i * sh.stride];
         tg_tensor *x, *y;
         if (tg_dataset_batch(ctx, &view, 0, sh.count, dtype, TG_LAYOUT_IMAGE, &x, &y))
             break;
+        tg_dist_set_weight(d, sh.weight); /* a padded rank's example must not count */
         tg_tensor *loss = tg_model_loss(ctx, m, tg_model_forward(ctx, m, x), y);
         if (d)
             tg_dist_backward(ctx, d, loss, sh.weight);
@@ -180,15 +228,15 @@ static int train(tg_dtype dtype, tg_dist *d, double *out, int64_t numel)
         tg_reset(ctx);
     }
     int rc = tg_errcode(ctx) ? fail("training", ctx) : 0;
-    if (!rc) {
-        tg_tensor *block = tg_model_params(m);
-        if (block->numel != numel)
-            rc = fail("parameter count", NULL);
-        for (int64_t i = 0; !rc && i < numel; i++)
-            out[i] = tg_get(block, i);
+    if (!rc && state_numel(m) != numel)
+        rc = fail("state size", NULL);
+    for (int i = 0, k = 0; !rc && i < tg_model_state_count(m); i++) {
+        const tg_tensor *t = tg_model_state(m, i);
+        for (int64_t j = 0; j < t->numel; j++)
+            out[k++] = tg_get(t, j);
     }
     if (order)
-        tg_free(ctx, order, N_EXAMPLES * sizeof *order);
+        tg_free(ctx, order, (size_t)c->examples * sizeof *order);
     tg_optim_free(ctx, opt);
     tg_dataset_free(ctx, ds);
     tg_model_free(ctx, m);
@@ -217,20 +265,20 @@ static int run_equal(tg_dtype dtype)
     rank_ = tg_dist_rank(d);
     int size = tg_dist_size(d);
     tg_model *m = lenet(ctx, dtype);
-    int64_t numel = m ? tg_model_param_count(m, -1) : 0;
+    int64_t numel = m ? state_numel(m) : 0;
     tg_model_free(ctx, m);
     double *ref = calloc((size_t)numel, sizeof *ref), *par[2], *root = calloc((size_t)numel, 8);
     par[0] = calloc((size_t)numel, sizeof(double));
     par[1] = calloc((size_t)numel, sizeof(double));
     int bad = !numel || !ref || !root || !par[0] || !par[1];
     if (!bad && rank_ == 0)
-        bad = train(dtype, NULL, ref, numel);
+        bad = train(&LENET_RUN, dtype, NULL, ref, numel);
     for (int mode = 0; mode < 2 && !bad; mode++) {
         tg_dist_opts o = tg_dist_defaults();
         o.mode = mode ? TG_DIST_PLAIN : TG_DIST_BUCKETED;
         o.bucket_bytes = 16 << 10; /* several buckets for LeNet-5's 62k parameters */
         tg_dist *dm = tg_dist_new(ctx, &o);
-        bad = !dm || train(dtype, dm, par[mode], numel);
+        bad = !dm || train(&LENET_RUN, dtype, dm, par[mode], numel);
         if (!bad && rank_ == 0 && mode == 0) {
             tg_dist_stats st;
             tg_dist_get_stats(dm, &st);
@@ -271,6 +319,299 @@ static int run_equal(tg_dtype dtype)
     free(root);
     free(par[0]);
     free(par[1]);
+    tg_dist_free(ctx, d);
+    tg_ctx_free(ctx);
+    return any >= 0;
+}
+
+/* ---------------------------------------------------------------- synchronised batch norm */
+
+#define BN_EXAMPLES 38 /* batches of 12, 12, 12 and 2: at -np 4 two ranks are padding */
+#define BN_BATCH 12
+#define BN_STEPS 6
+
+/* The largest difference of a state-dict entry relative to its size in
+ * ref, over the entries that are parameters (buffers false) or buffers;
+ * *worst names the entry. */
+static double state_diff(const tg_model *m, const double *a, const double *ref, bool buffers,
+                         const char **worst)
+{
+    double max = 0;
+    for (int i = 0, k = 0; i < tg_model_state_count(m); i++) {
+        const tg_tensor *t = tg_model_state(m, i);
+        double num = 0, den = 0;
+        for (int64_t j = 0; j < t->numel; j++, k++) {
+            num = fmax(num, fabs(a[k] - ref[k]));
+            den = fmax(den, fabs(ref[k]));
+        }
+        double rel = den > 0 ? num / den : num;
+        if (tg_model_state_is_param(m, i) != buffers && !(rel <= max)) {
+            max = rel;
+            *worst = t->name;
+        }
+    }
+    return max;
+}
+
+/*
+ * cnnbn trained BN_STEPS steps with synchronised batch norm on every rank
+ * must end where one process with the whole batches ends, parameters and
+ * running statistics alike; with per-rank statistics it must not.
+ */
+static int run_sync_bn(tg_dtype dtype)
+{
+    double tol = dtype == TG_F64 ? 1e-12 : 1e-5;
+    tg_ctx *ctx = tg_ctx_new(0);
+    tg_dist *d = ctx ? tg_dist_new(ctx, NULL) : NULL;
+    if (!d)
+        return fail("tg_dist_new", ctx);
+    rank_ = tg_dist_rank(d);
+    tg_model *m = cnnbn(ctx, dtype);
+    int64_t numel = m ? state_numel(m) : 0;
+    double *ref = calloc((size_t)numel, sizeof *ref), *sync = calloc((size_t)numel, sizeof *sync);
+    double *local = calloc((size_t)numel, sizeof *local);
+    double *root = calloc((size_t)numel, sizeof *root);
+    int bad = !numel || !ref || !sync || !local || !root ? fail("setup", ctx) : 0;
+    run_cfg c = {cnnbn, BN_EXAMPLES, BN_BATCH, BN_STEPS, true};
+    if (!bad && rank_ == 0)
+        bad = train(&c, dtype, NULL, ref, numel);
+    bad = bad || train(&c, dtype, d, sync, numel);
+    c.sync_bn = false;
+    bad = bad || train(&c, dtype, d, local, numel);
+    /* every rank holds rank 0's state, bit for bit */
+    memcpy(root, sync, (size_t)numel * sizeof *root);
+    if (!bad && MPI_Bcast(root, (int)numel, MPI_DOUBLE, 0, tg_dist_comm(d)) != MPI_SUCCESS)
+        bad = fail("MPI_Bcast", NULL);
+    if (!bad && memcmp(root, sync, (size_t)numel * sizeof *root))
+        bad = fail("state differs from rank 0's", NULL);
+    if (!bad && rank_ == 0) {
+        const char *wp = "", *wb = "", *lp = "", *lb = "";
+        double ep = state_diff(m, sync, ref, false, &wp), eb = state_diff(m, sync, ref, true, &wb);
+        double lpv = state_diff(m, local, ref, false, &lp);
+        double lbv = state_diff(m, local, ref, true, &lb);
+        printf("%d ranks, %s, sync batch norm vs one process: parameters %.3g (%s), buffers "
+               "%.3g (%s); per-rank batch norm: parameters %.3g (%s), buffers %.3g (%s) "
+               "(tolerance %g)\n", tg_dist_size(d), tg_dtype_name(dtype), ep, wp, eb, wb, lpv,
+               lp, lbv, lb, tol);
+        if (!(ep <= tol && eb <= tol))
+            bad = fail("synchronised batch norm differs from the single-process run", NULL);
+        if (tg_dist_size(d) > 1 && !(lpv > 100 * tol && lbv > 100 * tol))
+            bad = fail("per-rank batch norm matches the single-process run: the test cannot "
+                       "tell synchronised statistics from local ones", NULL);
+    }
+    int any = tg_dist_agree(d, bad ? TG_EINVAL : TG_OK);
+    free(ref);
+    free(sync);
+    free(local);
+    free(root);
+    tg_model_free(ctx, m);
+    tg_dist_free(ctx, d);
+    tg_ctx_free(ctx);
+    return any >= 0;
+}
+
+/* max |a - b| over n elements of two float64 tensors */
+static double max_abs(const tg_tensor *a, const tg_tensor *b)
+{
+    double e = a && b && a->numel == b->numel ? 0 : INFINITY;
+    for (int64_t i = 0; e < INFINITY && i < a->numel; i++)
+        e = fmax(e, fabs(tg_get(a, i) - tg_get(b, i)));
+    return e;
+}
+
+static tg_tensor *persistent(tg_ctx *ctx, const char *name, int nd, const int64_t *shape,
+                             double lo, double hi)
+{
+    tg_tensor *p = tg_param(ctx, TG_F64, nd, shape, name);
+    if (p)
+        tg_init_uniform(ctx, p, lo, hi);
+    return p;
+}
+
+/* On one rank (MPI_COMM_SELF) synchronised batch norm is batch_norm:
+ * output, gradients and running statistics. Returns the largest difference. */
+static double self_equals_batch_norm(tg_ctx *ctx)
+{
+    tg_dist_opts o = tg_dist_defaults();
+    o.comm = MPI_COMM_SELF;
+    tg_dist *self = tg_dist_new(ctx, &o);
+    tg_tensor *x = persistent(ctx, "x", TG_SHAPE(3, 2, 4), -2, 2);
+    tg_tensor *w = persistent(ctx, "w", TG_SHAPE(2), 0.5, 1.5);
+    tg_tensor *b = persistent(ctx, "b", TG_SHAPE(2), -1, 1);
+    tg_tensor *c = tg_rand(ctx, TG_F64, TG_SHAPE(3, 2, 4), -1, 1);
+    tg_tensor *rm[2], *rv[2], *g[3][2];
+    for (int k = 0; k < 2; k++) {
+        rm[k] = tg_full(ctx, TG_F64, TG_SHAPE(2), 0.25);
+        rv[k] = tg_full(ctx, TG_F64, TG_SHAPE(2), 1.5);
+    }
+    for (int k = 0; k < 2 && !tg_errcode(ctx); k++) {
+        tg_tensor *y = k ? tg_batch_norm(ctx, x, w, b, rm[k], rv[k], 0.1, 1e-5)
+                         : tg_dist_batch_norm(ctx, self, x, w, b, rm[k], rv[k], 0.1, 1e-5);
+        tg_backward(ctx, tg_sum(ctx, tg_mul(ctx, y, c)));
+        tg_tensor *ps[3] = {x, w, b};
+        for (int i = 0; i < 3 && !tg_errcode(ctx); i++) {
+            g[i][k] = tg_copy(ctx, ps[i]->grad);
+            tg_tensor_zero_grad(ps[i]);
+        }
+    }
+    double e = tg_errcode(ctx) ? INFINITY : 0;
+    for (int i = 0; i < 3 && e < INFINITY; i++)
+        e = fmax(e, max_abs(g[i][0], g[i][1]));
+    if (e < INFINITY)
+        e = fmax(e, fmax(max_abs(rm[0], rm[1]), max_abs(rv[0], rv[1])));
+    tg_param_free(ctx, x);
+    tg_param_free(ctx, w);
+    tg_param_free(ctx, b);
+    tg_reset(ctx);
+    tg_dist_free(ctx, self);
+    return e;
+}
+
+/* The function the ranks compute together: L = sum_r s_r sum(y_r c_r),
+ * s_r this rank's share of the examples; returned on every rank. */
+static double global_loss(tg_ctx *ctx, tg_dist *d, tg_tensor *x, tg_tensor *w, tg_tensor *b,
+                          tg_tensor *c, double share)
+{
+    double l = NAN;
+    TG_NO_GRAD(ctx)
+    {
+        tg_tensor *y = tg_dist_batch_norm(ctx, d, x, w, b, NULL, NULL, 0.1, 1e-5);
+        tg_tensor *s = tg_sum(ctx, tg_mul(ctx, y, c));
+        l = s ? share * tg_get(s, 0) : NAN;
+    }
+    tg_reset(ctx);
+    tg_dist_sum(ctx, d, &l, 1);
+    return l;
+}
+
+/* Central differences of global_loss against the gradients the ranks
+ * compute (x's on its rank, w's and b's reduced): the largest difference. */
+static double across_ranks(tg_ctx *ctx, tg_dist *d)
+{
+    int size = tg_dist_size(d), rank = tg_dist_rank(d);
+    int64_t total = 0;
+    for (int q = 0; q < size; q++)
+        total += 3 + q;
+    double share = (double)(3 + rank) / (double)total;
+    tg_seed(ctx, 5); /* the same weight and bias on every rank */
+    tg_tensor *w = persistent(ctx, "w", TG_SHAPE(2), 0.5, 1.5);
+    tg_tensor *b = persistent(ctx, "b", TG_SHAPE(2), -1, 1);
+    tg_seed(ctx, 100 + (uint64_t)rank); /* uneven shards of different values */
+    tg_tensor *x = persistent(ctx, "x", TG_SHAPE(3 + rank, 2, 3), -2, 2);
+    tg_tensor *c = tg_buffer(ctx, TG_F64, TG_SHAPE(3 + rank, 2, 3), "c");
+    if (c)
+        tg_init_uniform(ctx, c, -1, 1);
+    if (tg_errcode(ctx))
+        return INFINITY;
+    /* analytic: each rank's backward of its own loss, in its units */
+    tg_tensor *y = tg_dist_batch_norm(ctx, d, x, w, b, NULL, NULL, 0.1, 1e-5);
+    tg_backward(ctx, tg_sum(ctx, tg_mul(ctx, y, c)));
+    tg_reset(ctx);
+    double gwb[4];
+    for (int i = 0; i < 2 && !tg_errcode(ctx); i++) {
+        gwb[i] = share * tg_get(w->grad, i);
+        gwb[2 + i] = share * tg_get(b->grad, i);
+    }
+    tg_dist_sum(ctx, d, gwb, 4);
+    double err = tg_errcode(ctx) ? INFINITY : 0, h = 1e-6;
+    /* numeric: every element of every rank's x, then w and b, in the same order everywhere */
+    for (int q = 0; q < size && err < INFINITY; q++)
+        for (int64_t j = 0; j < (3 + q) * 6; j++) {
+            double v = q == rank ? tg_get(x, j) : 0, f[2];
+            for (int s = 0; s < 2; s++) {
+                if (q == rank)
+                    tg_set(x, j, v + (s ? -h : h));
+                f[s] = global_loss(ctx, d, x, w, b, c, share);
+            }
+            if (q == rank) {
+                tg_set(x, j, v);
+                err = fmax(err, fabs((f[0] - f[1]) / (2 * h) - share * tg_get(x->grad, j)));
+            }
+        }
+    tg_tensor *wb[2] = {w, b};
+    for (int i = 0; i < 4 && err < INFINITY; i++) {
+        tg_tensor *p = wb[i / 2];
+        double v = tg_get(p, i % 2), f[2];
+        for (int s = 0; s < 2; s++) {
+            tg_set(p, i % 2, v + (s ? -h : h));
+            f[s] = global_loss(ctx, d, x, w, b, c, share);
+        }
+        tg_set(p, i % 2, v);
+        err = fmax(err, fabs((f[0] - f[1]) / (2 * h) - gwb[i]));
+    }
+    if (tg_errcode(ctx))
+        err = INFINITY;
+    tg_param_free(ctx, x);
+    tg_param_free(ctx, w);
+    tg_param_free(ctx, b);
+    tg_buffer_free(ctx, c);
+    return err;
+}
+
+/* tg_profile_record: rows of their own in tg_profile_print, only while
+ * profiling; names checked. The sync op's collectives are recorded. */
+static int profile_rows(tg_ctx *ctx)
+{
+    char long_name[64];
+    memset(long_name, 'a', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    if (tg_profile_record(ctx, "off", 5, 7) != TG_OK ||
+        tg_profile_record(ctx, long_name, 1, 1) != TG_EINVAL)
+        return fail("tg_profile_record's arguments", ctx);
+    tg_clear_error(ctx);
+    tg_set_profile(ctx, true);
+    tg_profile_record(ctx, "test (wait)", 2000, 64);
+    tg_profile_record(ctx, "test (wait)", 1000, 64);
+    tg_tensor *x = tg_rand(ctx, TG_F64, TG_SHAPE(4, 3), -1, 1);
+    tg_set_requires_grad(ctx, x, true);
+    tg_backward(ctx, tg_sum(ctx, tg_dist_batch_norm(ctx, NULL, x, NULL, NULL, NULL, NULL, 0.1,
+                                                    1e-5)));
+    char buf[8192] = "";
+    FILE *f = tmpfile();
+    size_t n = f && tg_profile_print(ctx, f) == TG_OK && fseek(f, 0, SEEK_SET) == 0
+                   ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    buf[n] = '\0';
+    if (f)
+        fclose(f);
+    tg_set_profile(ctx, false);
+    tg_profile_reset(ctx);
+    tg_reset(ctx);
+    if (tg_errcode(ctx) || !strstr(buf, "test (wait)                              2       3.000us"
+                                        "               128") ||
+        !strstr(buf, "sync_batch_norm ") || strstr(buf, "off"))
+        return fail("the profile's rows", ctx);
+    return 0;
+}
+
+/* Gradchecks: the registered op on one rank, and the whole distributed
+ * function over every rank by finite differences. */
+static int run_sync_bn_grad(void)
+{
+    tg_ctx *ctx = tg_ctx_new(3);
+    tg_dist *d = ctx ? tg_dist_new(ctx, NULL) : NULL;
+    if (!d)
+        return fail("tg_dist_new", ctx);
+    rank_ = tg_dist_rank(d);
+    int bad = 0;
+    const tg_op *op = tg_op_find("sync_batch_norm");
+    tg_gradcheck_result r;
+    if (!op || tg_gradcheck_op(ctx, op, NULL, &r) != TG_OK)
+        bad = fail("gradcheck of sync_batch_norm", ctx);
+    else if (!r.passed || r.cases < 2)
+        bad = fail(r.passed ? "gradcheck: fewer than 2 cases" : r.msg, NULL);
+    double e_self = bad ? INFINITY : self_equals_batch_norm(ctx);
+    if (!bad && !(e_self <= 1e-13))
+        bad = fail("on one rank, sync batch norm differs from batch_norm", ctx);
+    if (!bad)
+        bad = profile_rows(ctx);
+    double e_fd = across_ranks(ctx, d);
+    if (!bad && !(e_fd <= 1e-7))
+        bad = fail("the distributed gradient differs from finite differences", ctx);
+    if (rank_ == 0)
+        printf("sync_batch_norm: gradcheck %d cases (%lld entries) on one rank; against "
+               "batch_norm %.3g; %d ranks against finite differences %.3g\n", r.cases,
+               (long long)r.checked, e_self, tg_dist_size(d), e_fd);
+    int any = tg_dist_agree(d, bad ? TG_EINVAL : TG_OK);
     tg_dist_free(ctx, d);
     tg_ctx_free(ctx);
     return any >= 0;
@@ -373,6 +714,10 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "equal"))
         return run_equal(!strcmp(argv[2], "f64") ? TG_F64 : TG_F32);
+    if (argc == 3 && !strcmp(argv[1], "sync-bn"))
+        return run_sync_bn(!strcmp(argv[2], "f64") ? TG_F64 : TG_F32);
+    if (argc == 2 && !strcmp(argv[1], "sync-bn-grad"))
+        return run_sync_bn_grad();
     if (argc == 2 && !strcmp(argv[1], "bandwidth"))
         return bandwidth();
     if (argc == 2 && !strcmp(argv[1], "shard"))
@@ -381,6 +726,7 @@ int main(int argc, char **argv)
         return write_data(argv[2]);
     if (argc == 5 && !strcmp(argv[1], "compare"))
         return compare(argv[2], argv[3], atof(argv[4]));
-    fprintf(stderr, "usage: test_dist equal f32|f64 | shard | write-data DIR | compare A B TOL\n");
+    fprintf(stderr, "usage: test_dist equal f32|f64 | sync-bn f32|f64 | sync-bn-grad | shard | "
+                    "write-data DIR | compare A B TOL | bandwidth\n");
     return 2;
 }

@@ -47,12 +47,16 @@ static const char train_usage[] =
     "  --plot FILE.svg      loss and accuracy curves, redrawn after every epoch\n"
     "  --max-batches N      stop each epoch after N batches (a quick smoke run)\n"
     "  --verbose            per epoch: the gradient allreduce's cost per step\n"
+    "  --profile            per epoch (rank 0): time and bytes of every op of the\n"
+    "                       training steps, and of the communication\n"
     "\n"
     "Under mpirun -np N (see docs/distributed.md) it trains data-parallel: each\n"
     "rank takes 1/N of every global batch of B examples; only rank 0 prints and\n"
     "writes files.\n"
     "  --allreduce MODE     bucketed (during backward, default) or plain (after it)\n"
-    "  --bucket-mb MB       gradient bucket size in MiB (default 25)\n";
+    "  --bucket-mb MB       gradient bucket size in MiB (default 25)\n"
+    "  --sync-bn            batch norm on the statistics of the whole global batch\n"
+    "                       (SyncBatchNorm) instead of each rank's shard\n";
 
 static const char eval_usage[] =
     "usage: tapegrad eval MODEL --load CKPT [--data DIR] [--batch B] [--dtype f32|f64]\n"
@@ -65,7 +69,7 @@ typedef struct run {
     long long epochs, batch, seed, max_batches;
     double lr, momentum, weight_decay, bucket_mb;
     tg_dtype dtype;
-    bool verbose;
+    bool verbose, profile, sync_bn;
 } run;
 
 /* ---------------------------------------------------------------- ranks
@@ -170,6 +174,31 @@ static void par_broadcast(tg_ctx *ctx, par *p, const tg_st_item *items, size_t n
 #endif
 }
 
+/* Batch norm over the global batch (--sync-bn); one process needs nothing. */
+static void par_sync_bn(tg_ctx *ctx, par *p, tg_model *m)
+{
+#ifdef TG_HAVE_MPI
+    if (p->d)
+        tg_dist_sync_batch_norm(ctx, p->d, m);
+#else
+    (void)ctx;
+    (void)p;
+    (void)m;
+#endif
+}
+
+/* This rank's share of the coming step, so that a rank holding only
+ * padding adds nothing to synchronised batch-norm statistics. */
+static void par_set_weight(par *p, double weight)
+{
+#ifdef TG_HAVE_MPI
+    tg_dist_set_weight(p->d, weight);
+#else
+    (void)p;
+    (void)weight;
+#endif
+}
+
 static tg_status par_backward(tg_ctx *ctx, par *p, tg_tensor *loss, double weight)
 {
 #ifdef TG_HAVE_MPI
@@ -244,6 +273,7 @@ static int parse_train(int argc, char **argv, run *r)
                       {"log", &r->log, NULL, 0},           {"plot", &r->plot, NULL, 0},
                       {"max-batches", &maxb, NULL, 0},     {"verbose", NULL, &r->verbose, 0},
                       {"allreduce", &r->allreduce, NULL, 0}, {"bucket-mb", &bucket, NULL, 0},
+                      {"sync-bn", NULL, &r->sync_bn, 0},   {"profile", NULL, &r->profile, 0},
                       {NULL, NULL, NULL, 0}};
     int n, rc = cli_parse("train", train_usage, argc, argv, opts, pos, 1, 1, &n);
     if (rc != CLI_OK)
@@ -430,6 +460,7 @@ static double train_epoch(tg_ctx *ctx, par *p, const run *r, tg_model *m, tg_opt
     if (par_root(p))
         cli_progress_start(&bar, label, batches);
     tg_set_training(ctx, true);
+    tg_profile_reset(ctx);
     par_sync_rng(ctx, p);
     tg_dataset_shuffle(ctx, ds);
     if (!par_root(p)) {
@@ -448,6 +479,7 @@ static double train_epoch(tg_ctx *ctx, par *p, const run *r, tg_model *m, tg_opt
         tg_tensor *x, *y;
         if (tg_dataset_batch(ctx, &view, 0, count, r->dtype, layout, &x, &y))
             break;
+        par_set_weight(p, weight);
         tg_tensor *loss = tg_model_loss(ctx, m, tg_model_forward(ctx, m, x), y);
         if (par_backward(ctx, p, loss, weight) || tg_optim_step(ctx, opt) ||
             tg_optim_zero_grad(ctx, opt))
@@ -566,6 +598,10 @@ static int train_loop(tg_ctx *ctx, par *p, const run *r, tg_model *m, tg_optim *
         double t0 = cli_now();
         double train_loss = train_epoch(ctx, p, r, m, opt, train, shard_order, layout, e);
         double secs = cli_now() - t0;
+        if (r->profile && par_root(p) && !tg_errcode(ctx)) {
+            printf("profile of epoch %d's training steps (rank 0):\n", e);
+            tg_profile_print(ctx, stdout);
+        }
         metrics t;
         if (tg_errcode(ctx) || evaluate(ctx, p, m, test, r->batch, layout, &t)) {
             rc = cli_fail("train", ctx);
@@ -607,6 +643,7 @@ int cmd_train(int argc, char **argv)
     tg_ctx *ctx = tg_ctx_new((uint64_t)r.seed);
     if (!ctx)
         return cli_fail("train", NULL);
+    tg_set_profile(ctx, r.profile);
     par p = {0};
     if (!par_init(ctx, &r, &p)) {
         if (tg_errcode(ctx))
@@ -640,6 +677,8 @@ int cmd_train(int argc, char **argv)
             tg_free(ctx, items, n * sizeof *items);
         }
         par_attach(ctx, &p, m);
+        if (r.sync_bn)
+            par_sync_bn(ctx, &p, m);
         ok = par_agree(ctx, &p, "train", !tg_errcode(ctx));
     }
     if (ok && r.resume) {

@@ -246,6 +246,16 @@ TG_API void tg_profile_reset(tg_ctx *ctx);
  * (NULL f), TG_EIO (a write failed).
  */
 TG_API tg_status tg_profile_print(tg_ctx *ctx, FILE *f);
+/*
+ * Adds one call of ns nanoseconds and bytes bytes to the totals of name,
+ * for work that is not an op (communication, data loading): such entries
+ * are printed by tg_profile_print in a table of their own after the ops'
+ * (calls, total time, bytes) and count in none of the ops' totals.
+ * tg_dist records its allreduce there. name is copied. Nothing is recorded
+ * when profiling is off. Errors: TG_EINVAL (name NULL, empty or longer
+ * than 47 bytes), TG_ENOMEM.
+ */
+TG_API tg_status tg_profile_record(tg_ctx *ctx, const char *name, uint64_t ns, uint64_t bytes);
 
 /* ---------------------------------------------------------------- RNG */
 

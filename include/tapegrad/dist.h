@@ -127,6 +127,40 @@ TG_API tg_status tg_dist_sum(tg_ctx *ctx, tg_dist *d, double *values, int n);
  */
 TG_API int tg_dist_agree(tg_dist *d, int status);
 
+/* ---------------------------------------------------------------- batch norm */
+
+/*
+ * Synchronised batch norm (PyTorch's SyncBatchNorm): tg_batch_norm over
+ * the union of every rank's batch. In training mode the per-channel
+ * statistics are gathered from all ranks (count, mean and sum of squared
+ * deviations, merged in double), so every rank normalises with the global
+ * batch's mean and biased variance and moves the running statistics with
+ * its unbiased variance, exactly as one process holding the whole batch;
+ * backward allreduces the two per-channel sums the input's gradient needs,
+ * so after the gradient reduction it equals that process's gradient. Eval
+ * mode with running statistics is tg_batch_norm (nothing to share). The
+ * op is registered as "sync_batch_norm" by tg_dist_new; its vjp uses this
+ * rank's share of the global loss: tg_dist_backward's weight inside it,
+ * else tg_dist_set_weight's, else the rank's share of the batch's values.
+ * Every rank must run its synchronised layers in the same order (each
+ * forward and each backward is a collective on d's communicator), and an
+ * error raised before the collective on one rank only (a shape that only
+ * one rank has) leaves the others waiting. d NULL: this process alone.
+ */
+TG_API tg_tensor *tg_dist_batch_norm(tg_ctx *ctx, tg_dist *d, tg_tensor *x, tg_tensor *weight,
+                                     tg_tensor *bias, tg_tensor *running_mean,
+                                     tg_tensor *running_var, double momentum, double eps);
+/* Runs m's batch-norm layers through tg_dist_batch_norm over d from now on
+ * (tg_model_set_batch_norm; d must outlive the model's use of it, and
+ * tg_model_set_batch_norm(ctx, m, NULL, NULL) undoes it). */
+TG_API tg_status tg_dist_sync_batch_norm(tg_ctx *ctx, tg_dist *d, tg_model *m);
+/* This rank's share of the step's global batch (the tg_dist_shard weight),
+ * given before the forward; with synchronised batch norm a rank of weight
+ * 0, which holds only padding, then adds nothing to the statistics. Reset
+ * by tg_dist_backward and tg_dist_allreduce_grads at the end of the step;
+ * negative: not given. Without synchronised batch norm it changes nothing. */
+TG_API void tg_dist_set_weight(tg_dist *d, double weight);
+
 /* ---------------------------------------------------------------- sharding */
 
 /*

@@ -231,6 +231,23 @@ TG_API tg_tensor *tg_model_forward(tg_ctx *ctx, tg_model *m, tg_tensor *x);
  * than ignore_index is TG_EINVAL). */
 TG_API tg_tensor *tg_model_loss(tg_ctx *ctx, const tg_model *m, tg_tensor *out, tg_tensor *target);
 
+/*
+ * A function that runs a model's batch-norm layers in place of
+ * tg_batch_norm: the same arguments, and ud. It must compute what
+ * tg_batch_norm computes over the batch it defines (synchronised batch
+ * norm, tapegrad/dist.h, normalises with the statistics of every rank's
+ * batch); the model still counts num_batches_tracked.
+ */
+typedef tg_tensor *(*tg_batch_norm_fn)(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight,
+                                       tg_tensor *bias, tg_tensor *running_mean,
+                                       tg_tensor *running_var, double momentum, double eps,
+                                       void *ud);
+/* Runs every batch-norm layer of m through fn(..., ud) from now on; fn NULL
+ * restores tg_batch_norm. ud must outlive the calls. TG_EINVAL for a NULL
+ * model. */
+TG_API tg_status tg_model_set_batch_norm(tg_ctx *ctx, tg_model *m, tg_batch_norm_fn fn,
+                                         void *ud);
+
 /* ---------------------------------------------------------------- inspection */
 
 TG_API tg_dtype tg_model_dtype(const tg_model *m);
