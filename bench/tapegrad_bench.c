@@ -32,7 +32,7 @@
 
 static const char usage[] =
     "usage: tapegrad-bench WORKLOAD [--threads N] [--steps S] [--warmup W] [--json]\n"
-    "                               [--epochs E] [--data DIR]\n"
+    "                               [--epochs E] [--data DIR] [--test-batches T]\n"
     "\n"
     "WORKLOAD: seed1d (B1), mlp2 (B2), lenet (B3), conv (B4), cnnbn (B5), fmnist (B6),\n"
     "or sgemm (OpenBLAS sgemm 1024 x 1024 x 1024, the machine's ceiling for conv).\n"
@@ -42,7 +42,9 @@ static const char usage[] =
     "  --warmup W    untimed warm-up steps (default 3; fmnist has none)\n"
     "  --json        print the result as one JSON object\n"
     "  --epochs E    fmnist: epochs (default 1)\n"
-    "  --data DIR    fmnist: the IDX files (default " TG_FASHION_MNIST_DIR ")\n";
+    "  --data DIR    fmnist: the IDX files (default " TG_FASHION_MNIST_DIR ")\n"
+    "  --test-batches T  fmnist: evaluate only the first T test batches (default all;\n"
+    "                torch_ref.py has no such option: for smoke runs only)\n";
 
 /* ---------------------------------------------------------------- results */
 
@@ -354,6 +356,7 @@ typedef struct options {
     int threads;
     long long steps; /* 0: the default */
     long long warmup, epochs;
+    long long test_batches; /* 0: all */
     bool json;
     const char *data;
 } options;
@@ -422,6 +425,8 @@ static int parse_options(int argc, char **argv, options *o)
             ok = parse_int(val, 0, 1LL << 40, &o->warmup);
         else if (len == 8 && !strncmp(a, "--epochs", len))
             ok = parse_int(val, 1, 100000, &o->epochs);
+        else if (len == 14 && !strncmp(a, "--test-batches", len))
+            ok = parse_int(val, 1, 1LL << 40, &o->test_batches);
         else if (len == 6 && !strncmp(a, "--data", len))
             ok = *(o->data = val) != '\0';
         else
@@ -559,14 +564,14 @@ static int run_sgemm(const options *o, result *res)
 
 /* Test loss (summed cross-entropy) and correct predictions, in eval mode
  * with nothing recorded, in batches of 64. */
-static tg_status evaluate(tg_ctx *ctx, tg_model *m, const tg_dataset *ds, double *loss_sum,
-                          int64_t *correct)
+static tg_status evaluate(tg_ctx *ctx, tg_model *m, const tg_dataset *ds, int64_t examples,
+                          double *loss_sum, int64_t *correct)
 {
     bool was_training = tg_set_training(ctx, false);
     bool was_grad = tg_set_grad_enabled(ctx, false);
     *loss_sum = 0;
     *correct = 0;
-    for (int64_t start = 0; start < ds->n && !tg_errcode(ctx); start += FMNIST_BATCH) {
+    for (int64_t start = 0; start < examples && !tg_errcode(ctx); start += FMNIST_BATCH) {
         tg_tensor *x, *y;
         if (tg_dataset_batch(ctx, ds, start, FMNIST_BATCH, TG_F32, TG_LAYOUT_IMAGE, &x, &y))
             break;
@@ -649,9 +654,11 @@ static int run_fmnist(const options *o, result *res)
         epoch_s[e] = now() - te;
     }
     double t_eval = now(), test_loss = 0;
-    int64_t correct = 0;
+    int64_t correct = 0, examples = test ? test->n : 0;
+    if (o->test_batches && o->test_batches < (examples + FMNIST_BATCH - 1) / FMNIST_BATCH)
+        examples = o->test_batches * FMNIST_BATCH;
     if (opt && !tg_errcode(ctx))
-        evaluate(ctx, m, test, &test_loss, &correct);
+        evaluate(ctx, m, test, examples, &test_loss, &correct);
     double eval_s = now() - t_eval;
     int rc = 0;
     if (tg_errcode(ctx)) {
@@ -663,8 +670,8 @@ static int run_fmnist(const options *o, result *res)
         put_real(res, "sec_per_epoch", median(epoch_s, (size_t)o->epochs));
         put_real(res, "median_step_us", median(step_s, nsteps) * 1e6);
         put_real(res, "last_epoch_train_loss", loss_sum / (double)nbatches);
-        put_real(res, "test_loss", test_loss / (double)test->n);
-        put_real(res, "test_accuracy", (double)correct / (double)test->n);
+        put_real(res, "test_loss", test_loss / (double)examples);
+        put_real(res, "test_accuracy", (double)correct / (double)examples);
         put_real(res, "eval_s", eval_s);
         put_real(res, "load_s", load_s);
         put_real(res, "peak_rss_mib", peak_rss_mib());
