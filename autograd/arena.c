@@ -175,14 +175,10 @@ void *tg__grad_buffer(tg_ctx *ctx, size_t bytes)
         tg__freebuf *f = *link;
         if (f->bytes >= need && f->bytes <= 2 * need) {
             *link = f->next;
-            memset(f, 0, bytes);
             return f;
         }
     }
-    void *p = tg__arena_alloc(ctx, need);
-    if (p)
-        memset(p, 0, bytes);
-    return p;
+    return tg__arena_alloc(ctx, need);
 }
 
 void tg__grad_release(tg_ctx *ctx, void *buf, size_t bytes)

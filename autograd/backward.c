@@ -17,12 +17,21 @@
  */
 #include "impl.h"
 
-/* t's gradient buffer, created zero-filled on first use: persistent for a
- * parameter, in the step arena otherwise. */
-static tg_tensor *grad_of(tg_ctx *ctx, tg_tensor *t)
+#include <math.h>
+
+/*
+ * t's gradient buffer. *fresh says whether it holds no values yet (just
+ * made, or released by tg_zero_grad_ex): the first contribution then writes
+ * it. A parameter's buffer persists; a released one comes back, and so
+ * does its block's, whose other members may then need zeros (fill_blocks).
+ * Other tensors' buffers come from the step arena.
+ */
+static tg_tensor *grad_of(tg_ctx *ctx, tg_tensor *t, bool *fresh)
 {
+    *fresh = false;
     if (t->grad)
         return t->grad;
+    *fresh = true;
     if (t->persistent) {
         tg__ptensor *p = tg__param_record(ctx, t);
         if (!p || t->kind != TG_KIND_PARAM) {
@@ -30,12 +39,15 @@ static tg_tensor *grad_of(tg_ctx *ctx, tg_tensor *t)
                                      "parameter of this context", tg__tensor_s(t));
             return NULL;
         }
-        tg__ptensor *g = tg__ptensor_new(ctx, "backward", TG_KIND_GRAD, t->dtype, t->ndim,
-                                         t->shape, NULL, true);
-        if (!g)
-            return NULL;
-        p->grad_block = g;
-        t->grad = &g->t;
+        if (!p->grad_block) {
+            p->grad_block = tg__ptensor_new(ctx, "backward", TG_KIND_GRAD, t->dtype, t->ndim,
+                                            t->shape, NULL, true);
+            if (!p->grad_block)
+                return NULL;
+        }
+        if (p->owner && !p->owner->t.grad)
+            p->owner->t.grad = &p->owner->grad_block->t;
+        t->grad = &p->grad_block->t;
         return t->grad;
     }
     tg_tensor *g = tg__tensor_new(ctx, t->dtype, t->ndim, t->shape, false);
@@ -48,13 +60,35 @@ static tg_tensor *grad_of(tg_ctx *ctx, tg_tensor *t)
     return g;
 }
 
-static void accumulate(tg_tensor *dst, const tg_tensor *src)
+static void fill(tg_tensor *t, double v)
+{
+    TG__DISPATCH(t->dtype, T, {
+        T *d = t->data;
+        for (int64_t i = 0; i < t->numel; i++)
+            d[i] = (T)v;
+    });
+}
+
+/* Makes a fresh buffer hold zeros (or, under gradcheck and checked mode,
+ * NaN, for a vjp that promises to write it). */
+static void prepare_fresh(tg_ctx *ctx, tg_tensor *g, bool writes)
+{
+    if (!writes)
+        memset(g->data, 0, (size_t)g->numel * tg_dtype_size(g->dtype));
+    else if (ctx->poison_grads > 0 || ctx->checked)
+        fill(g, NAN);
+}
+
+static void accumulate(tg_tensor *dst, const tg_tensor *src, bool add)
 {
     TG__DISPATCH(dst->dtype, T, {
         T *d = dst->data;
         const T *s = src->data;
-        for (int64_t i = 0; i < dst->numel; i++)
-            d[i] += s[i];
+        if (add)
+            for (int64_t i = 0; i < dst->numel; i++)
+                d[i] += s[i];
+        else
+            memcpy(d, s, (size_t)dst->numel * sizeof(T));
     });
 }
 
@@ -93,17 +127,28 @@ static tg_status check_out(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout)
 
 static tg_status seed(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout)
 {
-    tg_tensor *g = grad_of(ctx, out);
+    bool fresh;
+    tg_tensor *g = grad_of(ctx, out, &fresh);
     if (!g)
         return ctx->errcode;
-    if (gout) {
-        accumulate(g, gout);
-    } else {
-        tg_set(g, 0, tg_get(g, 0) + 1.0);
-    }
+    if (gout)
+        accumulate(g, gout, !fresh);
+    else
+        tg_set(g, 0, (fresh ? 0.0 : tg_get(g, 0)) + 1.0);
     return TG_OK;
 }
 
+/* A leaf parameter whose gradient backward makes (a tg__ptensor). */
+static tg__ptensor *hooked_param(const tg_tensor *x)
+{
+    return x->requires_grad && x->persistent && !x->node && x->kind == TG_KIND_PARAM
+               ? (tg__ptensor *)(void *)x
+               : NULL;
+}
+
+/* Marks the nodes that lead to last; with a grad hook, also notes for each
+ * parameter the lowest needed node reading it: its gradient is complete
+ * once that node's vjp has run. */
 static void mark_needed(tg_ctx *ctx, tg_node *last)
 {
     for (int64_t i = 0; i <= last->index; i++)
@@ -115,10 +160,47 @@ static void mark_needed(tg_ctx *ctx, tg_node *last)
             continue;
         for (int k = 0; k < node->n_in; k++) {
             tg_tensor *x = node->in[k];
+            tg__ptensor *p;
             if (x->requires_grad && x->node)
                 x->node->needed = true;
+            else if (ctx->grad_hook && (p = hooked_param(x)))
+                p->hook_at = i;
         }
     }
+}
+
+/* Zeros for members of blocks in use whose gradient backward did not
+ * reach since tg_zero_grad_ex released them. */
+static tg_status fill_blocks(tg_ctx *ctx)
+{
+    for (tg__ptensor *p = ctx->params.first; p; p = p->next) {
+        bool fresh;
+        if (p->owner && p->owner->t.grad && !p->t.grad) {
+            if (!grad_of(ctx, &p->t, &fresh))
+                return ctx->errcode;
+            memset(p->t.grad->data, 0, (size_t)p->t.numel * tg_dtype_size(p->t.dtype));
+        }
+    }
+    return TG_OK;
+}
+
+/* Calls the grad hook for the parameters node i completes. */
+static tg_status fire_hooks(tg_ctx *ctx, const tg_node *node, int64_t i)
+{
+    for (int k = 0; k < node->n_in; k++) {
+        tg__ptensor *p = hooked_param(node->in[k]);
+        if (!p || p->hook_at != i)
+            continue;
+        p->hook_at = -1; /* once, even when the node reads it twice */
+        if (!p->t.grad) { /* nothing reached it: zeros, never stale values */
+            bool fresh;
+            if (!grad_of(ctx, &p->t, &fresh))
+                return ctx->errcode;
+            memset(p->t.grad->data, 0, (size_t)p->t.numel * tg_dtype_size(p->t.dtype));
+        }
+        ctx->grad_hook(ctx, &p->t, ctx->grad_hook_ud);
+    }
+    return ctx->errcode;
 }
 
 static tg_status stale(tg_ctx *ctx, const tg_node *node, const tg_tensor *t, const char *what,
@@ -167,11 +249,28 @@ static tg_status run_vjp(tg_ctx *ctx, tg_node *node, tg_tensor **gin)
         return ctx->errcode;
     ctx->cur_op = node->op->name;
     ctx->cur_phase = "backward of ";
+    bool writes = node->op->flags & TG_OP_VJP_WRITES;
+    node->grad_adds = 0;
     for (int k = 0; k < node->n_in; k++) {
         tg_tensor *x = node->in[k];
+        bool fresh;
         gin[k] = NULL;
-        if (x->requires_grad && !(gin[k] = grad_of(ctx, x)))
+        if (!x->requires_grad)
+            continue;
+        if (!(gin[k] = grad_of(ctx, x, &fresh)))
             goto done;
+        for (int j = 0; j < k; j++)
+            if (gin[j] == gin[k] && !tg_vjp_adds(node, j)) {
+                /* the same tensor twice: which contribution comes first is
+                 * the vjp's business, so both add, to zeros */
+                memset(gin[k]->data, 0, (size_t)gin[k]->numel * tg_dtype_size(gin[k]->dtype));
+                node->grad_adds |= 1u << j;
+                fresh = false;
+            }
+        if (fresh)
+            prepare_fresh(ctx, gin[k], writes && k < 32);
+        if (!fresh || !writes || k >= 32)
+            node->grad_adds |= k < 32 ? 1u << k : 0;
     }
     tg_status st = node->op->vjp(ctx, node, node->out->grad, gin);
     if (st != TG_OK && ctx->errcode == TG_OK)
@@ -231,6 +330,8 @@ static tg_status sweep(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, unsig
         tg_tensor *y = node->out;
         if (y->grad && (ctx->profile ? run_vjp_profiled(ctx, node, gin) : run_vjp(ctx, node, gin)))
             return ctx->errcode;
+        if (ctx->grad_hook && fire_hooks(ctx, node, i))
+            return ctx->errcode;
         if (!(flags & TG_RETAIN_GRAPH)) {
             node->consumed = true;
             node->n_saved = 0; /* released; saved[] stays for graphs (n_saved_fwd) */
@@ -240,7 +341,7 @@ static tg_status sweep(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, unsig
             y->grad = NULL;
         }
     }
-    return TG_OK;
+    return ctx->grads_none ? fill_blocks(ctx) : TG_OK;
 }
 
 tg_status tg_backward_ex(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, unsigned flags)
@@ -255,16 +356,56 @@ tg_status tg_backward_ex(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, uns
 
 tg_status tg_backward(tg_ctx *ctx, tg_tensor *loss) { return tg_backward_ex(ctx, loss, NULL, 0); }
 
-void tg_tensor_zero_grad(tg_tensor *t)
+void tg_tensor_zero_grad(tg_tensor *t) { tg_tensor_zero_grad_ex(t, 0); }
+
+void tg_tensor_zero_grad_ex(tg_tensor *t, unsigned flags)
 {
-    if (t && t->grad) {
-        memset(t->grad->data, 0, (size_t)t->grad->numel * tg_dtype_size(t->grad->dtype));
-        tg__bump(t->grad);
+    if (!t)
+        return;
+    if (!(flags & TG_SET_TO_NONE)) {
+        if (t->grad) {
+            memset(t->grad->data, 0, (size_t)t->grad->numel * tg_dtype_size(t->grad->dtype));
+            tg__bump(t->grad);
+        }
+        return;
     }
+    tg_ctx *ctx = t->ctx;
+    tg__ptensor *rec = t->persistent && ctx ? tg__param_record(ctx, t) : NULL;
+    if (!rec || t->kind != TG_KIND_PARAM) {
+        t->grad = NULL; /* a step tensor's gradient, in the arena until tg_reset */
+        return;
+    }
+    t->grad = NULL;
+    ctx->grads_none = true;
+    if (rec->owner) /* a member: its block's gradient is no longer whole */
+        rec->owner->t.grad = NULL;
+    for (tg__ptensor *p = ctx->params.first; p; p = p->next)
+        if (p->owner == rec)
+            p->t.grad = NULL;
 }
 
-void tg_zero_grad(tg_ctx *ctx)
+void tg_zero_grad(tg_ctx *ctx) { tg_zero_grad_ex(ctx, 0); }
+
+void tg_zero_grad_ex(tg_ctx *ctx, unsigned flags)
 {
-    for (tg_tensor *p = tg_param_next(ctx, NULL); p; p = tg_param_next(ctx, p))
-        tg_tensor_zero_grad(p);
+    if (!ctx)
+        return;
+    if (!(flags & TG_SET_TO_NONE)) {
+        for (tg_tensor *p = tg_param_next(ctx, NULL); p; p = tg_param_next(ctx, p))
+            tg_tensor_zero_grad(p); /* block members cover their blocks */
+        return;
+    }
+    for (tg__ptensor *p = ctx->params.first; p; p = p->next)
+        p->t.grad = NULL;
+    for (tg__ptensor *b = ctx->blocks.first; b; b = b->next)
+        b->t.grad = NULL;
+    ctx->grads_none = true;
+}
+
+void tg_set_grad_hook(tg_ctx *ctx, tg_grad_hook fn, void *ud)
+{
+    if (ctx) {
+        ctx->grad_hook = fn;
+        ctx->grad_hook_ud = ud;
+    }
 }

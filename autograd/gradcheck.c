@@ -124,7 +124,11 @@ static tg_status analytic_row(check *c, tg_tensor *y, const tg_tensor *cot, doub
     for (int i = 0; i < c->n; i++)
         if (c->in[i]->requires_grad)
             tg_tensor_zero_grad(c->in[i]);
-    if (y->requires_grad && tg_backward_ex(c->ctx, y, cot, TG_RETAIN_GRAPH) != TG_OK)
+    /* an element a first-write vjp leaves unwritten shows up as NaN */
+    c->ctx->poison_grads++;
+    tg_status st = y->requires_grad ? tg_backward_ex(c->ctx, y, cot, TG_RETAIN_GRAPH) : TG_OK;
+    c->ctx->poison_grads--;
+    if (st != TG_OK)
         return tg_errcode(c->ctx);
     int64_t at = 0;
     for (int i = 0; i < c->n; i++) {

@@ -39,6 +39,7 @@ typedef struct tg__ptensor {
     size_t block;                    /* bytes of this block */
     char *renamed;                   /* a name set after creation, in its own block */
     struct tg__ptensor *owner;       /* a member's parameter block (tg_param_block), or NULL */
+    int64_t hook_at;                 /* backward: the tape index after which its gradient is done */
 } tg__ptensor;
 
 /* One of the context's two lists of persistent tensors. */
@@ -108,6 +109,11 @@ struct tg_ctx {
 
     tg__plist params, buffers;
     tg__plist blocks;      /* parameter blocks; their members are in params */
+
+    bool grads_none;       /* tg_zero_grad_ex(TG_SET_TO_NONE) left some grads NULL */
+    int poison_grads;      /* > 0: fresh gradient buffers are NaN-filled (gradcheck) */
+    tg_grad_hook grad_hook;
+    void *grad_hook_ud;
 };
 
 /* Fails fast when the context is NULL or already holds an error. */
@@ -132,7 +138,7 @@ void tg__arena_reset(tg_ctx *ctx);
 void tg__arena_free_all(tg_ctx *ctx);
 tg__mark tg__mark_get(const tg_ctx *ctx);
 void tg__mark_rewind(tg_ctx *ctx, tg__mark m);
-/* A zero-filled buffer for a gradient, reusing released ones first. */
+/* A buffer for a gradient (values undefined), reusing released ones first. */
 void *tg__grad_buffer(tg_ctx *ctx, size_t bytes);
 void tg__grad_release(tg_ctx *ctx, void *buf, size_t bytes);
 

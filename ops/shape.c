@@ -44,7 +44,7 @@ static void copy_row(void *ud, int64_t n, const int64_t off[3], const int64_t in
 }
 
 /* dst[dst0 + idx . v->dst] (+)= src[src0 + idx . v->src] over the domain;
- * reverse swaps the roles (the vjp direction). */
+ * reverse swaps the roles (the vjp direction); accumulate adds. */
 static bool view_empty(const view *v)
 {
     for (int d = 0; d < v->ndim; d++)
@@ -53,7 +53,8 @@ static bool view_empty(const view *v)
     return false;
 }
 
-static void view_copy(const view *v, tg_dtype dt, void *dst, const void *src, bool reverse)
+static void view_copy(const view *v, tg_dtype dt, void *dst, const void *src, bool reverse,
+                      bool accumulate)
 {
     if (view_empty(v))
         return;
@@ -69,7 +70,7 @@ static void view_copy(const view *v, tg_dtype dt, void *dst, const void *src, bo
     }
     size_t es = tg_dtype_size(dt);
     copy_args u = {dt, (char *)dst + (size_t)(reverse ? v->src0 : v->dst0) * es,
-                   (const char *)src + (size_t)(reverse ? v->dst0 : v->src0) * es, reverse};
+                   (const char *)src + (size_t)(reverse ? v->dst0 : v->src0) * es, accumulate};
     tg__bcast_rows(&it, copy_row, &u);
 }
 
@@ -152,7 +153,10 @@ static tg_status reshape_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                              tg_tensor *const *gin)
 {
     (void)ctx;
-    (void)node;
+    if (!tg_vjp_adds(node, 0)) {
+        memcpy(gin[0]->data, gout->data, (size_t)gout->numel * tg_dtype_size(gout->dtype));
+        return TG_OK;
+    }
     TG__DISPATCH(gout->dtype, T, {
         const T *g = gout->data;
         T *gx = gin[0]->data;
@@ -183,7 +187,8 @@ static int reshape_sample(tg_ctx *ctx, int index, tg_sample *s)
 const tg_op tg__op_reshape = {.name = "reshape", .min_in = 1, .max_in = 1,
                               .attr_size = sizeof(tg_reshape_attrs), .forward = reshape_forward,
                               .vjp = reshape_vjp, .print_attrs = reshape_print,
-                              .sample = reshape_sample};
+                              .sample = reshape_sample,
+                              .flags = TG_OP_VJP_WRITES};
 
 tg_tensor *tg_reshape(tg_ctx *ctx, tg_tensor *x, int ndim, const int64_t *shape)
 {
@@ -293,7 +298,7 @@ static tg_tensor *permute_forward(tg_ctx *ctx, tg_node *node)
         return NULL;
     view v;
     permute_view(x, perm, out, &v);
-    view_copy(&v, x->dtype, out->data, x->data, false);
+    view_copy(&v, x->dtype, out->data, x->data, false, false);
     mark_all_unread(node);
     return out;
 }
@@ -306,7 +311,7 @@ static tg_status permute_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
         return tg_errcode(ctx);
     view v;
     permute_view(node->in[0], perm, gout, &v);
-    view_copy(&v, gout->dtype, gin[0]->data, gout->data, true);
+    view_copy(&v, gout->dtype, gin[0]->data, gout->data, true, tg_vjp_adds(node, 0));
     return TG_OK;
 }
 
@@ -335,7 +340,8 @@ static int permute_sample(tg_ctx *ctx, int index, tg_sample *s)
 const tg_op tg__op_permute = {.name = "permute", .min_in = 1, .max_in = 1,
                               .attr_size = sizeof(tg_permute_attrs), .forward = permute_forward,
                               .vjp = permute_vjp, .print_attrs = permute_print,
-                              .sample = permute_sample};
+                              .sample = permute_sample,
+                              .flags = TG_OP_VJP_WRITES};
 
 tg_tensor *tg_permute(tg_ctx *ctx, tg_tensor *x, const int *perm)
 {
@@ -424,7 +430,7 @@ static tg_tensor *slice_forward(tg_ctx *ctx, tg_node *node)
         return NULL;
     view v;
     slice_view(x, a, axis, out, &v);
-    view_copy(&v, x->dtype, out->data, x->data, false);
+    view_copy(&v, x->dtype, out->data, x->data, false, false);
     mark_all_unread(node);
     return out;
 }
@@ -437,7 +443,7 @@ static tg_status slice_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
     tg_tensor *x = node->in[0];
     view v;
     slice_view(x, a, a->axis < 0 ? a->axis + x->ndim : a->axis, gout, &v);
-    view_copy(&v, gout->dtype, gin[0]->data, gout->data, true);
+    view_copy(&v, gout->dtype, gin[0]->data, gout->data, true, true);
     return TG_OK;
 }
 
@@ -536,7 +542,7 @@ static tg_tensor *pad_forward(tg_ctx *ctx, tg_node *node)
         return NULL;
     view v;
     pad_view(x, a, out, &v);
-    view_copy(&v, x->dtype, out->data, x->data, false);
+    view_copy(&v, x->dtype, out->data, x->data, false, false);
     mark_all_unread(node);
     return out;
 }
@@ -546,7 +552,7 @@ static tg_status pad_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_t
     (void)ctx;
     view v;
     pad_view(node->in[0], node->attrs, gout, &v);
-    view_copy(&v, gout->dtype, gin[0]->data, gout->data, true);
+    view_copy(&v, gout->dtype, gin[0]->data, gout->data, true, true);
     return TG_OK;
 }
 
@@ -668,7 +674,7 @@ static tg_tensor *concat_forward(tg_ctx *ctx, tg_node *node)
     for (int i = 0; i < node->n_in; i++) {
         view v;
         concat_view(out, node->in[i], axis, before, &v);
-        view_copy(&v, out->dtype, out->data, node->in[i]->data, false);
+        view_copy(&v, out->dtype, out->data, node->in[i]->data, false, false);
         before += node->in[i]->shape[axis];
     }
     mark_all_unread(node);
@@ -686,7 +692,7 @@ static tg_status concat_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
         if (gin[i]) {
             view v;
             concat_view(gout, node->in[i], axis, before, &v);
-            view_copy(&v, gout->dtype, gin[i]->data, gout->data, true);
+            view_copy(&v, gout->dtype, gin[i]->data, gout->data, true, tg_vjp_adds(node, i));
         }
         before += node->in[i]->shape[axis];
     }
@@ -717,7 +723,8 @@ static int concat_sample(tg_ctx *ctx, int index, tg_sample *s)
 const tg_op tg__op_concat = {.name = "concat", .min_in = 1, .max_in = -1,
                              .attr_size = sizeof(tg_concat_attrs), .forward = concat_forward,
                              .vjp = concat_vjp, .print_attrs = concat_print,
-                             .sample = concat_sample};
+                             .sample = concat_sample,
+                             .flags = TG_OP_VJP_WRITES};
 
 tg_tensor *tg_concat(tg_ctx *ctx, tg_tensor *const *xs, int n, int axis)
 {

@@ -2,10 +2,11 @@
 # Installs the dependencies, then checks everything, the slow parts first
 # and the sanitizer run last (its ctest summary closes the output):
 #   1. a normal build with warnings as errors, every test suite;
-#   2. install, and build a separate project against it (find_package and pkg-config);
-#   3. static analysis (cppcheck, gcc -fanalyzer): no findings;
-#   4. each libFuzzer harness for 60 s under ASan+UBSan;
-#   5. a build under AddressSanitizer + UndefinedBehaviorSanitizer, every test suite.
+#   2. the fallbacks: no OpenMP, the portable convolution, no MPI; every test suite;
+#   3. install, and build a separate project against it (find_package and pkg-config);
+#   4. static analysis (cppcheck, gcc -fanalyzer): no findings;
+#   5. each libFuzzer harness for 60 s under ASan+UBSan;
+#   6. a build under AddressSanitizer + UndefinedBehaviorSanitizer, every test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -20,6 +21,11 @@ build() { # build DIR CMAKE-FLAGS...
 echo "== release build"
 build build-test-release -DCMAKE_BUILD_TYPE=RelWithDebInfo
 ctest --test-dir build-test-release --output-on-failure
+
+echo "== fallback build: one thread, the portable convolution, without MPI"
+build build-test-fallback -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTG_OPENMP=OFF \
+    -DTG_PORTABLE_CONV=ON -DTG_MPI=OFF
+ctest --test-dir build-test-fallback --output-on-failure -LE fuzz
 
 echo "== install, then build a separate project against it (find_package and pkg-config)"
 prefix=$(mktemp -d)

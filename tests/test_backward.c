@@ -195,6 +195,173 @@ START_TEST(long_tape)
 }
 END_TEST
 
+/* ---- first-write vjps (TG_OP_VJP_WRITES) */
+
+/* y = 3 x; a correct first-write vjp, and one that forgets the last element */
+static tg_status triple_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
+                            tg_tensor *const *gin, bool forget)
+{
+    const double *g = gout->data;
+    double *d = gin[0]->data;
+    bool add = tg_vjp_adds(node, 0);
+    for (int64_t i = 0; i < gout->numel - (forget ? 1 : 0); i++)
+        d[i] = (add ? d[i] : 0.0) + 3.0 * g[i];
+    return TG_OK;
+}
+
+static tg_tensor *triple_forward(tg_ctx *ctx, tg_node *node)
+{
+    const tg_tensor *x = node->in[0];
+    tg_tensor *y = tg_empty(ctx, TG_F64, x->ndim, x->shape);
+    for (int64_t i = 0; y && i < x->numel; i++)
+        ((double *)y->data)[i] = 3.0 * ((const double *)x->data)[i];
+    return y;
+}
+
+static tg_status triple_ok(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
+{
+    return triple_vjp(ctx, node, gout, gin, false);
+}
+
+static tg_status triple_bad(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
+{
+    return triple_vjp(ctx, node, gout, gin, true);
+}
+
+static int triple_sample(tg_ctx *ctx, int index, tg_sample *s)
+{
+    if (index > 0)
+        return 0;
+    s->n_in = 1;
+    s->in[0] = tg_from_f64(ctx, TG_F64, TG_SHAPE(4), (const double[]){1, -2, 3, 0.5});
+    tg_set_requires_grad(ctx, s->in[0], true);
+    return 1;
+}
+
+static const tg_op triple_ok_op = {.name = "test_triple_ok", .min_in = 1, .max_in = 1,
+                                   .forward = triple_forward, .vjp = triple_ok,
+                                   .sample = triple_sample, .flags = TG_OP_VJP_WRITES};
+static const tg_op triple_bad_op = {.name = "test_triple_bad", .min_in = 1, .max_in = 1,
+                                    .forward = triple_forward, .vjp = triple_bad,
+                                    .sample = triple_sample, .flags = TG_OP_VJP_WRITES};
+
+START_TEST(first_write_vjp)
+{
+    tg_ctx *ctx = tg_ctx_new(1);
+    if (!tg_op_find(triple_ok_op.name)) {
+        ck_assert_int_eq(tg_op_register(ctx, &triple_ok_op), TG_OK);
+        ck_assert_int_eq(tg_op_register(ctx, &triple_bad_op), TG_OK);
+    }
+    tg_tensor *x = vec(ctx, "x", (const double[]){1, 2, 3}, 3);
+    /* first contribution written, the second (x used twice) added, then a
+     * second backward adds to the parameter's gradient */
+    for (int round = 1; round <= 2; round++) {
+        tg_tensor *a = tg_apply(ctx, &triple_ok_op, &x, 1, NULL);
+        tg_tensor *b = tg_apply(ctx, &triple_ok_op, &x, 1, NULL);
+        tg_tensor *loss = tg_sum(ctx, tg_add(ctx, tg_mul(ctx, a, a), b));
+        ck_assert_msg(tg_backward(ctx, loss) == TG_OK, "%s", tg_errmsg(ctx));
+        double want[3];
+        for (int i = 0; i < 3; i++)
+            want[i] = round * (18.0 * (i + 1) + 3.0);
+        ck_tensor(x->grad, want, 1e-15);
+        tg_reset(ctx);
+    }
+    /* gradcheck catches an element the vjp forgets to write: it is NaN */
+    tg_gradcheck_result r;
+    ck_assert_int_eq(tg_gradcheck_op(ctx, &triple_ok_op, NULL, &r), TG_OK);
+    ck_assert(r.passed);
+    tg_gradcheck_op(ctx, &triple_bad_op, NULL, &r);
+    ck_assert(!r.passed);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
+/* A block of two members, w (2) and v (3); L = sum(3 w) reaches only w. */
+START_TEST(set_to_none)
+{
+    tg_ctx *ctx = tg_ctx_new(1);
+    if (!tg_op_find(triple_ok_op.name)) {
+        ck_assert_int_eq(tg_op_register(ctx, &triple_ok_op), TG_OK);
+        ck_assert_int_eq(tg_op_register(ctx, &triple_bad_op), TG_OK);
+    }
+    tg_param_spec specs[2] = {{.ndim = 1, .shape = {2}, .name = "w"},
+                              {.ndim = 1, .shape = {3}, .name = "v"}};
+    tg_tensor *m[2], *block;
+    ck_assert_int_eq(tg_param_block(ctx, TG_F64, 2, specs, m, &block), TG_OK);
+    /* first both reach their gradients, so the block holds values everywhere */
+    tg_tensor *loss = tg_add(ctx, tg_sum(ctx, m[0]), tg_sum(ctx, tg_mul_scalar(ctx, m[1], 5)));
+    ck_assert_int_eq(tg_backward(ctx, loss), TG_OK);
+    ck_tensor(block->grad, ((const double[]){1, 1, 5, 5, 5}), 0);
+    tg_reset(ctx);
+    tg_zero_grad_ex(ctx, TG_SET_TO_NONE);
+    ck_assert_ptr_null(m[0]->grad);
+    ck_assert_ptr_null(m[1]->grad);
+    ck_assert_ptr_null(block->grad);
+    /* now only w: written, not added to the old 1s; v gets zeros, not its old 5s */
+    loss = tg_sum(ctx, tg_apply(ctx, &triple_ok_op, &m[0], 1, NULL));
+    ck_assert_int_eq(tg_backward(ctx, loss), TG_OK);
+    ck_tensor(m[0]->grad, ((const double[]){3, 3}), 0);
+    ck_tensor(m[1]->grad, ((const double[]){0, 0, 0}), 0);
+    ck_tensor(block->grad, ((const double[]){3, 3, 0, 0, 0}), 0);
+    tg_reset(ctx);
+    /* and without set_to_none gradients accumulate as before */
+    loss = tg_sum(ctx, tg_apply(ctx, &triple_ok_op, &m[0], 1, NULL));
+    ck_assert_int_eq(tg_backward(ctx, loss), TG_OK);
+    ck_tensor(block->grad, ((const double[]){6, 6, 0, 0, 0}), 0);
+    /* the block released as one */
+    tg_tensor_zero_grad_ex(block, TG_SET_TO_NONE);
+    ck_assert_ptr_null(block->grad);
+    ck_assert_ptr_null(m[0]->grad);
+    ck_assert_ptr_null(m[1]->grad);
+    tg_zero_grad(ctx); /* zeroing what is released is a no-op */
+    ck_assert_ptr_null(m[0]->grad);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
+/* ---- the grad hook: once per parameter, with its final gradient */
+typedef struct hook_log {
+    int n;
+    const tg_tensor *who[8];
+    double first[8]; /* the gradient's first element when the hook ran */
+} hook_log;
+
+static void log_hook(tg_ctx *ctx, tg_tensor *param, void *ud)
+{
+    hook_log *log = ud;
+    ck_assert_int_lt(log->n, 8);
+    log->who[log->n] = param;
+    log->first[log->n] = tg_get(param->grad, 0);
+    log->n++;
+}
+
+START_TEST(grad_hook)
+{
+    tg_ctx *ctx = tg_ctx_new(1);
+    tg_tensor *a = vec(ctx, "a", (const double[]){1, 2}, 2);
+    tg_tensor *b = vec(ctx, "b", (const double[]){3, 4}, 2);
+    tg_tensor *unused = vec(ctx, "unused", (const double[]){1}, 1);
+    hook_log log = {0};
+    tg_set_grad_hook(ctx, log_hook, &log);
+    /* a is read early and late, b only late: b completes first, a last */
+    tg_tensor *h = tg_mul(ctx, a, a);
+    tg_tensor *loss = tg_sum(ctx, tg_add(ctx, tg_mul(ctx, h, b), a));
+    (void)tg_mul(ctx, unused, unused); /* not on the path to loss */
+    ck_assert_int_eq(tg_backward(ctx, loss), TG_OK);
+    ck_assert_int_eq(log.n, 2);
+    ck_assert_ptr_eq(log.who[0], b);
+    ck_assert_ptr_eq(log.who[1], a);
+    ck_close(log.first[0], 1.0, 0);          /* db = a^2 */
+    ck_close(log.first[1], 2 * 1 * 3 + 1, 0); /* da = 2 a b + 1, complete */
+    tg_reset(ctx);
+    tg_set_grad_hook(ctx, NULL, NULL);
+    loss = tg_sum(ctx, a);
+    ck_assert_int_eq(tg_backward(ctx, loss), TG_OK);
+    ck_assert_int_eq(log.n, 2);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
 Suite *tg_test_suite(void)
 {
     Suite *s = suite_create("backward");
@@ -210,6 +377,9 @@ Suite *tg_test_suite(void)
     tcase_add_test(tc, second_backward_needs_retain);
     tcase_add_test(tc, explicit_output_gradient);
     tcase_add_test(tc, no_grad_errors);
+    tcase_add_test(tc, first_write_vjp);
+    tcase_add_test(tc, set_to_none);
+    tcase_add_test(tc, grad_hook);
     suite_add_tcase(s, tc);
     return s;
 }

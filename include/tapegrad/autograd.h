@@ -39,6 +39,37 @@ TG_API tg_status tg_backward_ex(tg_ctx *ctx, tg_tensor *out, const tg_tensor *go
 
 /* Zeroes the gradients of all parameters (they keep their buffers). */
 TG_API void tg_zero_grad(tg_ctx *ctx);
+
+/* Flags of tg_zero_grad_ex. */
+enum {
+    TG_SET_TO_NONE = 1 << 0 /* release instead of zeroing (PyTorch's set_to_none=True) */
+};
+
+/*
+ * tg_zero_grad, or with TG_SET_TO_NONE the faster form a training loop
+ * wants: every parameter's grad becomes NULL (its memory is kept), and the
+ * next backward writes each gradient on its first contribution instead of
+ * adding to zeros, so no gradient is zero-filled or read before it is
+ * written. A member of a parameter block (tg_param_block) that backward
+ * reaches gets its gradient back; when the block's gradient is in use,
+ * members backward did not reach get zeros, so the block never holds stale
+ * values.
+ */
+TG_API void tg_zero_grad_ex(tg_ctx *ctx, unsigned flags);
+/* The same for one tensor; for a parameter block, the block and its members. */
+TG_API void tg_tensor_zero_grad_ex(tg_tensor *t, unsigned flags);
+
+/*
+ * A hook backward calls for each parameter the moment its gradient is
+ * complete: right after the last vjp that contributes to it (in reverse
+ * tape order), with the parameter (for a block member, the member, whose
+ * gradient lies inside the block's). Data-parallel training starts sending
+ * a bucket of gradients while backward computes the rest. The gradient the
+ * hook sees is always defined (zeros when nothing reached it). fn = NULL
+ * removes the hook. The hook must not run ops on ctx.
+ */
+typedef void (*tg_grad_hook)(tg_ctx *ctx, tg_tensor *param, void *ud);
+TG_API void tg_set_grad_hook(tg_ctx *ctx, tg_grad_hook fn, void *ud);
 /* Zeroes one tensor's gradient, if it has one. */
 TG_API void tg_tensor_zero_grad(tg_tensor *t);
 

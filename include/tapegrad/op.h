@@ -103,6 +103,9 @@ struct tg_node {
     uint64_t fwd_ns, vjp_ns;
     size_t fwd_bytes, vjp_bytes;
     bool fwd_profiled, vjp_profiled;
+    /* set by backward before the vjp of an op with TG_OP_VJP_WRITES: bit i
+     * when gin[i] already holds a gradient the vjp must add to (tg_vjp_adds) */
+    uint32_t grad_adds;
 };
 
 /*
@@ -118,6 +121,13 @@ struct tg_node {
  * Vjp: given gout = dL/d(out), ACCUMULATES (+=) dL/d(in[i]) into gin[i] for
  * every i with gin[i] != NULL (inputs that do not require grad get NULL).
  * gin[i] has in[i]'s shape and dtype. Returns TG_OK or an error status.
+ * An op that sets TG_OP_VJP_WRITES instead asks tg_vjp_adds(node, i) for
+ * each gin[i], as BLAS takes beta: when it is false, gin[i] is the first
+ * contribution to that gradient and holds no values yet, so the vjp WRITES
+ * every element (zeros included); when true it adds. That spares backward
+ * a zero-fill and a second pass over every gradient. (Checked mode and
+ * gradcheck fill such buffers with NaN first, so an element the vjp forgets
+ * to write cannot pass for a gradient.)
  * An op with no vjp must say so with TG_OP_NO_VJP: its outputs still track
  * gradients, and backward through it fails with TG_ENOTSUP naming the op.
  *
@@ -139,8 +149,16 @@ typedef struct tg_sample {
 /* tg_op.flags */
 enum {
     TG_OP_NO_VJP = 1 << 0,        /* no vjp: backward through it is TG_ENOTSUP */
-    TG_OP_INT64_INPUTS = 1 << 1   /* takes int64 inputs (checks their dtypes itself) */
+    TG_OP_INT64_INPUTS = 1 << 1,  /* takes int64 inputs (checks their dtypes itself) */
+    TG_OP_VJP_WRITES = 1 << 2     /* the vjp writes first contributions (tg_vjp_adds) */
 };
+
+/* In the vjp of an op with TG_OP_VJP_WRITES: whether gin[i] holds a gradient
+ * to add to (true) or nothing yet, to be overwritten (false). */
+static inline bool tg_vjp_adds(const tg_node *node, int i)
+{
+    return i >= 32 || (node->grad_adds >> i & 1u);
+}
 
 struct tg_op {
     const char *name;   /* unique; lower case like PyTorch's ("max_pool2d") */
