@@ -9,7 +9,8 @@
  * PyTorch's default initialisation, same optimiser and settings, float32,
  * same loss reductions) through the public API and times whole training
  * steps as tapegrad runs them: forward, loss, backward, optimiser step,
- * zero the gradients, end the step (tg_reset). The output line carries the
+ * release the gradients (zero_grad with set_to_none, as torch_ref.py),
+ * end the step (tg_reset). The output line carries the
  * fields torch_ref.py prints, under the same names, so bench/compare.sh can
  * put the two side by side. The pseudo-workload `sgemm` times OpenBLAS's
  * sgemm on 1024 x 1024 matrices: the practical ceiling for B4's GFLOP/s.
@@ -337,14 +338,16 @@ static tg_status step(bench *b)
         tg_tensor *loss = tg_model_loss(ctx, b->m, tg_model_forward(ctx, b->m, b->x), b->y);
         if (b->loss_scale != 0.0)
             loss = tg_mul_scalar(ctx, loss, b->loss_scale);
-        if (tg_backward(ctx, loss) == TG_OK && tg_optim_step(ctx, b->opt) == TG_OK)
-            tg_optim_zero_grad(ctx, b->opt);
+        if (tg_backward(ctx, loss) == TG_OK)
+            tg_optim_step(ctx, b->opt);
     } else {
         /* loss = sum of the outputs; gradients of x, weight and bias, no update */
         tg_tensor *out = tg_conv2d(ctx, b->cx, b->cw, b->cb, 1, 1, 1, 1);
-        if (tg_backward(ctx, tg_sum(ctx, out)) == TG_OK)
-            tg_zero_grad(ctx);
+        tg_backward(ctx, tg_sum(ctx, out));
     }
+    /* zero_grad(set_to_none=True), as torch_ref.py: the next backward
+     * writes the gradients instead of adding into zeroed buffers */
+    tg_zero_grad_ex(ctx, TG_SET_TO_NONE);
     tg_reset(ctx);
     return tg_errcode(ctx);
 }
@@ -644,9 +647,9 @@ static int run_fmnist(const options *o, result *res)
                                  TG_LAYOUT_IMAGE, &x, &y))
                 break;
             tg_tensor *loss = tg_model_loss(ctx, m, tg_model_forward(ctx, m, x), y);
-            if (tg_backward(ctx, loss) || tg_optim_step(ctx, opt) ||
-                tg_optim_zero_grad(ctx, opt))
+            if (tg_backward(ctx, loss) || tg_optim_step(ctx, opt))
                 break;
+            tg_zero_grad_ex(ctx, TG_SET_TO_NONE);
             loss_sum += tg_get(loss, 0);
             tg_reset(ctx);
             step_s[nsteps++] = now() - ts;
