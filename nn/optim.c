@@ -481,7 +481,7 @@ typedef struct adam_k {
             T d = g[k];                                                                       \
             if (decay)                                                                        \
                 d = d + wd * w[k];                                                            \
-            if (momentum) {                                                                   \
+            if (momentum && b) { /* b is set whenever momentum is (for the analyzer) */  \
                 T bk = first ? d : b[k] * mom + keep * d;                                     \
                 b[k] = bk;                                                                    \
                 d = nesterov ? d + mom * bk : bk;                                             \

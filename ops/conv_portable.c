@@ -149,10 +149,11 @@ static tg_status portable_fwd(tg_ctx *ctx, const tg__conv_desc *d, const void *x
                 tg__gemm(d->dtype, false, false, kg, ld, crs, (const char *)w + (size_t)(g * kg * crs) * es,
                          crs, col + (size_t)(g * crs * ld) * es, ld, false,
                          o + (size_t)(g * kg * ld) * es, ld);
+            /* out is scratch memory of the chunk's dtype, held as bytes */
             if (nb > 1 && d->dtype == TG_F32)
-                unchunk_f32(d, (float *)out, n0, m, b, y);
+                unchunk_f32(d, (float *)(void *)out, n0, m, b, y);
             else if (nb > 1)
-                unchunk_f64(d, (double *)out, n0, m, b, y);
+                unchunk_f64(d, (double *)(void *)out, n0, m, b, y);
         }
         if (kept)
             *keep = col;

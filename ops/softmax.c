@@ -82,9 +82,9 @@ void tg__softmax_lines(tg_dtype dt, const void *x, void *y, int64_t outer, int64
     line l = {outer, n, inner};
     if (n == 0 || outer == 0 || inner == 0)
         return;
+    int64_t lines = outer * inner, total = lines * n;
     /* s >= 1 in SOFTMAX_LINE (the maximum's own term is exp(0)), so its log is finite */
     // cppcheck-suppress invalidFunctionArg
-    int64_t lines = outer * inner, total = lines * n;
     TG__DISPATCH(dt, T, {
         const T *xs = x;
         T *o = y;

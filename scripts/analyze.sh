@@ -16,8 +16,12 @@ analyze() {
     local extra=()
     [ "$1" = autograd/registry.c ] && extra=(-fanalyzer-call-summaries)
     gcc -std=c11 -D_POSIX_C_SOURCE=200809L -DTG_NO_CALLSITE -O1 -fanalyzer "${extra[@]}" \
-        -Werror -I include -I autograd -I ops -isystem /usr/include/plplot -c -o /dev/null "$1"
+        -Werror -I include -I autograd -I ops -isystem /usr/include/plplot $MPI_CFLAGS \
+        -c -o /dev/null "$1"
 }
+# nn/dist.c includes <mpi.h>
+MPI_CFLAGS=$(pkg-config --cflags ompi-c 2>/dev/null || true)
+export MPI_CFLAGS
 export -f analyze
 find "${dirs[@]}" -name '*.c' -print0 | sort -z | xargs -0 -n 1 -P "$(nproc)" bash -c 'analyze "$0"'
 echo "static analysis: no findings"
