@@ -51,14 +51,17 @@ else
 fi
 [ ${#harnesses[@]} -gt 0 ] || { echo "run.sh: no harnesses in $here" >&2; exit 2; }
 
-# The library, instrumented for coverage and sanitized, in a build of its own.
+# The library, instrumented for coverage and sanitized, in a build of its own:
+# single-threaded and on the portable kernels (clang's OpenMP runtime is not
+# installed, and a fuzzer runs one input at a time anyway).
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 if [ ! -f "$build/CMakeCache.txt" ]; then
     cmake -S "$root" -B "$build" "${generator[@]}" \
         -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link $san" \
-        -DTG_BUILD_TESTS=OFF -DTG_BUILD_EXAMPLES=OFF >/dev/null
+        -DTG_BUILD_TESTS=OFF -DTG_BUILD_EXAMPLES=OFF \
+        -DTG_OPENMP=OFF -DTG_PORTABLE_CONV=ON -DTG_MPI=OFF >/dev/null
 fi
 cmake --build "$build" --target tapegrad_static -j2 >/dev/null
 lib=$(find "$build" -maxdepth 1 -name 'libtapegrad.a' | head -n 1)
