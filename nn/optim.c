@@ -363,6 +363,18 @@ static int check_grad(tg_ctx *ctx, const tg_tensor *p, size_t i)
  * so the thread count changes nothing). */
 #define PIECE 8192
 #define PAR_GRAIN 32768
+/* The loop on the OpenMP threads when cond holds, else on this thread: the
+ * choice is made before the construct, because libgomp builds a thread
+ * team even for a region whose `if` clause is false (ops/ops_impl.h's
+ * TG__PAR_FOR; this layer sees only the public headers). */
+#define PAR_FOR(cond, pragma, ...)                                                          \
+    do {                                                                                    \
+        if (cond) {                                                                         \
+            _Pragma(pragma) __VA_ARGS__                                                     \
+        } else {                                                                            \
+            __VA_ARGS__                                                                     \
+        }                                                                                   \
+    } while (0)
 
 /* Whether x[0..n) holds a NaN or an Inf: the sum of x - x is 0 for finite
  * values and NaN otherwise, a reduction the compiler may vectorise. */
@@ -391,9 +403,9 @@ static int64_t first_nonfinite(const tg_tensor *g)
 {
     const int64_t n = g->numel, pieces = (n + PIECE - 1) / PIECE;
     bool bad = false;
-#pragma omp parallel for if (n >= PAR_GRAIN) schedule(static) reduction(|| : bad)
+    PAR_FOR(n >= PAR_GRAIN, "omp parallel for schedule(static) reduction(|| : bad)",
     for (int64_t c = 0; c < pieces; c++)
-        bad = bad || !piece_finite(g, c * PIECE, c * PIECE + PIECE < n ? c * PIECE + PIECE : n);
+        bad = bad || !piece_finite(g, c * PIECE, c * PIECE + PIECE < n ? c * PIECE + PIECE : n););
     if (!bad)
         return -1;
     TG_DISPATCH_FLOAT(g->dtype, T, {
@@ -587,9 +599,9 @@ static void sgd_update(const tg_sgd_opts *o, tg_tensor *p, tg_tensor *buf, bool 
     const sgd_k h = {o->weight_decay, o->momentum, 1 - o->dampening, -lr,
                      o->weight_decay != 0, o->nesterov, first};
     const int64_t n = p->numel, pieces = (n + PIECE - 1) / PIECE;
-#pragma omp parallel for if (n >= PAR_GRAIN) schedule(static)
+    PAR_FOR(n >= PAR_GRAIN, "omp parallel for schedule(static)",
     for (int64_t c = 0; c < pieces; c++)
-        sgd_piece(&h, p, buf, c * PIECE, c * PIECE + PIECE < n ? c * PIECE + PIECE : n);
+        sgd_piece(&h, p, buf, c * PIECE, c * PIECE + PIECE < n ? c * PIECE + PIECE : n););
 }
 
 /* torch.optim.Adam (decoupled false) or AdamW (true) on one parameter, at
@@ -603,9 +615,9 @@ static void adam_update(const tg_adam_opts *o, bool decoupled, tg_tensor *p, con
                       1 - lr * o->weight_decay, sqrt(corr2), o->eps, -(lr / corr1),
                       decoupled, !decoupled && o->weight_decay != 0};
     const int64_t n = p->numel, pieces = (n + PIECE - 1) / PIECE;
-#pragma omp parallel for if (n >= PAR_GRAIN) schedule(static)
+    PAR_FOR(n >= PAR_GRAIN, "omp parallel for schedule(static)",
     for (int64_t c = 0; c < pieces; c++)
-        adam_piece(&h, p, s, o->amsgrad, c * PIECE, c * PIECE + PIECE < n ? c * PIECE + PIECE : n);
+        adam_piece(&h, p, s, o->amsgrad, c * PIECE, c * PIECE + PIECE < n ? c * PIECE + PIECE : n););
 }
 
 /* ---------------------------------------------------------------- the step */

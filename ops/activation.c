@@ -29,7 +29,7 @@ static double slope_of(const tg_node *node)
 
 /* One parallel, vectorised pass over n elements: the loop's body is a
  * select the compiler turns into SIMD compares and blends (no branch). */
-#define ACT_LOOP _Pragma("omp parallel for simd if (n >= TG__PAR_GRAIN) schedule(static)")
+#define ACT_LOOP(...) TG__PAR_FOR_SIMD(n >= TG__PAR_GRAIN, __VA_ARGS__)
 
 /* Writes (add false) or adds (add true) EXPR to d[0..n-1]. EXPR reads
  * the element's values only through the locals LOAD declares, and selects
@@ -39,9 +39,9 @@ static double slope_of(const tg_node *node)
 #define ACT_STORE(add, d, LOAD, EXPR)                                                   \
     do {                                                                                \
         if (add) {                                                                      \
-            ACT_LOOP for (int64_t i = 0; i < n; i++) { LOAD; d[i] += (EXPR); }          \
+            ACT_LOOP(for (int64_t i = 0; i < n; i++) { LOAD; d[i] += (EXPR); });          \
         } else {                                                                        \
-            ACT_LOOP for (int64_t i = 0; i < n; i++) { LOAD; d[i] = (EXPR); }           \
+            ACT_LOOP(for (int64_t i = 0; i < n; i++) { LOAD; d[i] = (EXPR); });           \
         }                                                                               \
     } while (0)
 

@@ -214,9 +214,9 @@ static void bn_kernel(const bn *v, const tg_batch_norm_attrs *a, bool batch, tg_
                       tg_tensor *r, tg_tensor *y)
 {
     bool update = batch && v->rm;
-#pragma omp parallel for if (v->x->numel >= TG__PAR_GRAIN) schedule(static)
+    TG__PAR_FOR(v->x->numel >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
     for (int64_t c = 0; c < v->c; c++)
-        bn_channel(v, a, batch, update, mu, r, y, c);
+        bn_channel(v, a, batch, update, mu, r, y, c););
     if (update) {
         tg_mark_dirty(v->rm);
         tg_mark_dirty(v->rv);
@@ -348,9 +348,9 @@ static tg_status bn_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_te
             memset(q.gb->data, 0, (size_t)q.gb->numel * tg_dtype_size(q.gb->dtype));
         return TG_OK;
     }
-#pragma omp parallel for if (v.x->numel >= TG__PAR_GRAIN) schedule(static)
+    TG__PAR_FOR(v.x->numel >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
     for (int64_t c = 0; c < v.c; c++)
-        bn_vjp_channel(&v, node, &q, c);
+        bn_vjp_channel(&v, node, &q, c););
     return TG_OK;
 }
 

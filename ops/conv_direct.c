@@ -42,7 +42,7 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
         int64_t lo[64], hi[64];                                                                \
         col_spans(d, lo, hi);                                                                  \
         const int64_t ohw = d->oh * d->ow, hw = d->h * d->w, rs = d->r * d->s;                 \
-        _Pragma("omp parallel for collapse(2) if (d->n * d->k * ohw * rs >= TG__PAR_GRAIN)")   \
+        TG__PAR_FOR(d->n * d->k * ohw * rs >= TG__PAR_GRAIN, "omp parallel for collapse(2)", \
         for (int64_t n = 0; n < d->n; n++)                                                     \
             for (int64_t k = 0; k < d->k; k++) {                                               \
                 T *restrict yp = y + (n * d->k + k) * ohw;                                     \
@@ -67,7 +67,7 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
                         }                                                                      \
                     }                                                                          \
                 }                                                                              \
-            }                                                                                  \
+            });                                                                                  \
     }                                                                                          \
                                                                                                \
     static void bwd_data_##SFX(const tg__conv_desc *d, const T *dy, const T *w, T *dx,         \
@@ -76,7 +76,7 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
         int64_t lo[64], hi[64];                                                                \
         col_spans(d, lo, hi);                                                                  \
         const int64_t ohw = d->oh * d->ow, hw = d->h * d->w, rs = d->r * d->s;                 \
-        _Pragma("omp parallel for if (d->n * d->k * ohw * rs >= TG__PAR_GRAIN)")               \
+        TG__PAR_FOR(d->n * d->k * ohw * rs >= TG__PAR_GRAIN, "omp parallel for", \
         for (int64_t n = 0; n < d->n; n++) {                                                   \
             T *restrict xp = dx + n * hw;                                                      \
             if (!add)                                                                          \
@@ -101,7 +101,7 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
                     }                                                                          \
                 }                                                                              \
             }                                                                                  \
-        }                                                                                      \
+        });                                                                                      \
     }                                                                                          \
                                                                                                \
     static void bwd_weight_##SFX(const tg__conv_desc *d, const T *dy, const T *x, T *dw,       \
@@ -110,7 +110,7 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
         int64_t lo[64], hi[64];                                                                \
         col_spans(d, lo, hi);                                                                  \
         const int64_t ohw = d->oh * d->ow, hw = d->h * d->w, rs = d->r * d->s;                 \
-        _Pragma("omp parallel for if (d->n * d->k * ohw * rs >= TG__PAR_GRAIN)")               \
+        TG__PAR_FOR(d->n * d->k * ohw * rs >= TG__PAR_GRAIN, "omp parallel for", \
         for (int64_t kij = 0; kij < d->k * rs; kij++) {                                        \
             const int64_t k = kij / rs, i = kij % rs / d->s, j = kij % d->s;                   \
             double acc = 0;                                                                    \
@@ -131,7 +131,7 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
                 }                                                                              \
             }                                                                                  \
             dw[kij] = add ? (T)((double)dw[kij] + acc) : (T)acc;                               \
-        }                                                                                      \
+        });                                                                                      \
     }
 
 DIRECT_KERNELS(float, f32)

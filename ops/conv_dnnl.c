@@ -308,9 +308,9 @@ static tg_status run(tg_ctx *ctx, entry *e, int kind, void *const ptr[3], const 
 /* dst += src over n floats */
 static void add_into(float *dst, const float *src, int64_t n)
 {
-    #pragma omp parallel for if (n >= TG__PAR_GRAIN) schedule(static)
+    TG__PAR_FOR(n >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
     for (int64_t i = 0; i < n; i++)
-        dst[i] += src[i];
+        dst[i] += src[i];);
 }
 
 static tg_status dnnl_fwd(tg_ctx *ctx, const tg__conv_desc *d, const void *x, const void *w,

@@ -59,14 +59,14 @@ static void CAT(cols, SFX)(const tg__conv_desc *d, const cspan *sp, T *x, int64_
                            T *col, bool back, bool zero)
 {
     const int64_t hw = d->h * d->w, tasks = nb * d->c, ld = nb * d->oh * d->ow;
-    #pragma omp parallel for if (tasks * d->r * d->s * d->oh * d->ow >= TG__PAR_GRAIN) schedule(static)
+    TG__PAR_FOR(tasks * d->r * d->s * d->oh * d->ow >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t m = t / d->c, c = t % d->c;
         T *plane = x + ((n0 + m) * d->c + c) * hw;
         if (zero)
             memset(plane, 0, (size_t)hw * sizeof(T));
         CAT(channel_cols, SFX)(d, sp, plane, col, ld, m, c, back);
-    }
+    });
 }
 
 /* y[n0 + m, k, :] = out[k, m, :] (+ b[k]); out is (K, nb OH OW). */
@@ -74,7 +74,7 @@ static void CAT(unchunk, SFX)(const tg__conv_desc *d, const T *out, int64_t n0, 
                               const T *b, T *y)
 {
     const int64_t ohw = d->oh * d->ow, tasks = nb * d->k;
-    #pragma omp parallel for if (tasks * ohw >= TG__PAR_GRAIN) schedule(static)
+    TG__PAR_FOR(tasks * ohw >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t m = t / d->k, k = t % d->k;
         const T *src = out + (k * nb + m) * ohw;
@@ -86,50 +86,50 @@ static void CAT(unchunk, SFX)(const tg__conv_desc *d, const T *out, int64_t n0, 
         } else {
             memcpy(dst, src, (size_t)ohw * sizeof(T));
         }
-    }
+    });
 }
 
 /* out[k, m, :] = dy[n0 + m, k, :]: the chunk's output gradient as (K, nb OH OW). */
 static void CAT(chunk, SFX)(const tg__conv_desc *d, const T *dy, int64_t n0, int64_t nb, T *out)
 {
     const int64_t ohw = d->oh * d->ow, tasks = nb * d->k;
-    #pragma omp parallel for if (tasks * ohw >= TG__PAR_GRAIN) schedule(static)
+    TG__PAR_FOR(tasks * ohw >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t m = t / d->k, k = t % d->k;
         memcpy(out + (k * nb + m) * ohw, dy + ((n0 + m) * d->k + k) * ohw, (size_t)ohw * sizeof(T));
-    }
+    });
 }
 
 /* y[n, k, :] += b[k] */
 static void CAT(add_bias, SFX)(const tg__conv_desc *d, const T *b, T *y)
 {
     const int64_t ohw = d->oh * d->ow, tasks = d->n * d->k;
-    #pragma omp parallel for if (tasks * ohw >= TG__PAR_GRAIN) schedule(static)
+    TG__PAR_FOR(tasks * ohw >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
     for (int64_t t = 0; t < tasks; t++) {
         const T bk = b[t % d->k];
         T *o = y + t * ohw;
         for (int64_t p = 0; p < ohw; p++)
             o[p] += bk;
-    }
+    });
 }
 
 /* db[k] (=, +=) the sum of dy[:, k, :], accumulated in double; one task per filter. */
 static void CAT(bias_grad, SFX)(const tg__conv_desc *d, const T *dy, T *db, bool add)
 {
     const int64_t ohw = d->oh * d->ow;
-    #pragma omp parallel for if (d->n * d->k * ohw >= TG__PAR_GRAIN) schedule(static)
+    TG__PAR_FOR(d->n * d->k * ohw >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
     for (int64_t k = 0; k < d->k; k++) {
         double s = 0;
         for (int64_t n = 0; n < d->n; n++) {
             const T *row = dy + (n * d->k + k) * ohw;
             /* lanes of double partial sums: one chain of dependent adds
              * would cost an add's latency per element */
-            #pragma omp simd reduction(+ : s)
+            _Pragma("omp simd reduction(+ : s)")
             for (int64_t p = 0; p < ohw; p++)
                 s += (double)row[p];
         }
         db[k] = add ? (T)((double)db[k] + s) : (T)s;
-    }
+    });
 }
 
 #undef CAT

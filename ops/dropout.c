@@ -16,7 +16,7 @@
 
 /* One parallel, vectorised loop over n elements (a pragma that can stand
  * inside the dispatch macro's argument). */
-#define PAR_SIMD _Pragma("omp parallel for simd if (n >= TG__PAR_GRAIN) schedule(static)")
+#define PAR_SIMD(...) TG__PAR_FOR_SIMD(n >= TG__PAR_GRAIN, __VA_ARGS__)
 
 /* A bijection of 32-bit integers whose every output bit depends on every
  * input bit (two multiply-xorshift rounds). */
@@ -72,12 +72,11 @@ static tg_tensor *dropout_forward(tg_ctx *ctx, tg_node *node)
         const T *restrict xs = x->data;
         T *restrict o = y->data, *restrict m = mask->data;
         T tk = (T)keep;
-PAR_SIMD
-        for (int64_t i = 0; i < n; i++) {
+        PAR_SIMD(for (int64_t i = 0; i < n; i++) {
             T mi = bits_of(key, i) >= thr ? tk : 0;
             m[i] = mi;
             o[i] = xs[i] * mi;
-        }
+        });
     });
     if (node->recording && !tg_node_save(ctx, node, mask))
         return NULL;
@@ -95,17 +94,14 @@ static tg_status dropout_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
         const T *restrict g = gout->data, *restrict m = mask ? mask->data : NULL;
         T *restrict gx = gin[0]->data;
         if (m && add) {
-PAR_SIMD
-            for (int64_t i = 0; i < n; i++)
-                gx[i] += g[i] * m[i];
+            PAR_SIMD(for (int64_t i = 0; i < n; i++)
+                gx[i] += g[i] * m[i];);
         } else if (m) {
-PAR_SIMD
-            for (int64_t i = 0; i < n; i++)
-                gx[i] = g[i] * m[i];
+            PAR_SIMD(for (int64_t i = 0; i < n; i++)
+                gx[i] = g[i] * m[i];);
         } else if (add) {
-PAR_SIMD
-            for (int64_t i = 0; i < n; i++)
-                gx[i] += g[i];
+            PAR_SIMD(for (int64_t i = 0; i < n; i++)
+                gx[i] += g[i];);
         } else {
             memcpy(gx, g, (size_t)n * sizeof *g);
         }

@@ -48,7 +48,7 @@ static void bin_forward_row(void *ud, int64_t n, const int64_t off[3], const int
 
 /* One parallel, vectorised loop over n elements (a pragma that can stand
  * inside the dispatch macro's argument). */
-#define PAR_SIMD _Pragma("omp parallel for simd if (n >= TG__PAR_GRAIN) schedule(static)")
+#define PAR_SIMD(...) TG__PAR_FOR_SIMD(n >= TG__PAR_GRAIN, __VA_ARGS__)
 
 /* Operands of out's shape (no broadcast): one flat pass. */
 static void same_shape_forward(int kind, tg_tensor *out, const tg_tensor *x, const tg_tensor *y)
@@ -58,10 +58,10 @@ static void same_shape_forward(int kind, tg_tensor *out, const tg_tensor *x, con
         T *restrict o = out->data;
         const T *restrict a = x->data, *restrict b = y->data;
         switch (kind) {
-        case ADD: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = a[i] + b[i]; break;
-        case SUB: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = a[i] - b[i]; break;
-        case MUL: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = a[i] * b[i]; break;
-        default:  PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = a[i] / b[i]; break;
+        case ADD: PAR_SIMD(for (int64_t i = 0; i < n; i++) o[i] = a[i] + b[i];); break;
+        case SUB: PAR_SIMD(for (int64_t i = 0; i < n; i++) o[i] = a[i] - b[i];); break;
+        case MUL: PAR_SIMD(for (int64_t i = 0; i < n; i++) o[i] = a[i] * b[i];); break;
+        default:  PAR_SIMD(for (int64_t i = 0; i < n; i++) o[i] = a[i] / b[i];); break;
         }
     });
 }
@@ -242,14 +242,14 @@ static tg_tensor *unary_forward(tg_ctx *ctx, tg_node *node)
         T tc = (T)c;
         int64_t n = x->numel;
         switch (kind) {
-        case NEG: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = -xs[i]; break;
-        case EXP: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = exp(xs[i]); break;
-        case LOG: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = log(xs[i]); break;
-        case SQRT: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = sqrt(xs[i]); break;
-        case POW: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = pow(xs[i], tc); break;
-        case ADD_S: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = xs[i] + tc; break;
-        case MUL_S: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = xs[i] * tc; break;
-        default: PAR_SIMD for (int64_t i = 0; i < n; i++) o[i] = xs[i] / tc; break;
+        case NEG: PAR_SIMD(for (int64_t i = 0; i < n; i++) o[i] = -xs[i];); break;
+        case EXP: PAR_SIMD(for (int64_t i = 0; i < n; i++) o[i] = exp(xs[i]);); break;
+        case LOG: PAR_SIMD(for (int64_t i = 0; i < n; i++) o[i] = log(xs[i]);); break;
+        case SQRT: PAR_SIMD(for (int64_t i = 0; i < n; i++) o[i] = sqrt(xs[i]);); break;
+        case POW: PAR_SIMD(for (int64_t i = 0; i < n; i++) o[i] = pow(xs[i], tc);); break;
+        case ADD_S: PAR_SIMD(for (int64_t i = 0; i < n; i++) o[i] = xs[i] + tc;); break;
+        case MUL_S: PAR_SIMD(for (int64_t i = 0; i < n; i++) o[i] = xs[i] * tc;); break;
+        default: PAR_SIMD(for (int64_t i = 0; i < n; i++) o[i] = xs[i] / tc;); break;
         }
     });
     mark_unread(node, kind);
@@ -274,17 +274,17 @@ static tg_status unary_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
         T tc = (T)c;
         int64_t n = x->numel;
         switch (kind) {
-        case NEG: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] -= g[i]; break;
-        case EXP: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] += g[i] * ys[i]; break;
-        case LOG: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] += g[i] / xs[i]; break;
-        case SQRT: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] += g[i] / (2 * ys[i]); break;
+        case NEG: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] -= g[i];); break;
+        case EXP: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] += g[i] * ys[i];); break;
+        case LOG: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] += g[i] / xs[i];); break;
+        case SQRT: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] += g[i] / (2 * ys[i]);); break;
         case POW:
-            PAR_SIMD for (int64_t i = 0; i < n; i++)
-                gx[i] += g[i] * (c == 0 ? 0 : tc * pow(xs[i], tc - 1));
+            PAR_SIMD(for (int64_t i = 0; i < n; i++)
+                gx[i] += g[i] * (c == 0 ? 0 : tc * pow(xs[i], tc - 1)););
             break;
-        case ADD_S: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] += g[i]; break;
-        case MUL_S: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] += g[i] * tc; break;
-        default: PAR_SIMD for (int64_t i = 0; i < n; i++) gx[i] += g[i] / tc; break;
+        case ADD_S: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] += g[i];); break;
+        case MUL_S: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] += g[i] * tc;); break;
+        default: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] += g[i] / tc;); break;
         }
     });
     return TG_OK;

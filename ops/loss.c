@@ -276,7 +276,7 @@ static tg_status pair_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_
     TG__DISPATCH(x->dtype, T, {
         const T *xs = x->data, *ys = y->data, *g = gout->data, *pws = lw ? lw->data : NULL;
         T *gx = gin[0] ? gin[0]->data : NULL, *gy = gin[1] ? gin[1]->data : NULL;
-        _Pragma("omp parallel for if (n >= TG__PAR_GRAIN) schedule(static)")
+        TG__PAR_FOR(n >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
         for (int64_t i = 0; i < n; i++) {
             T s = none ? g[i] : (T)gs, a = xs[i], t = ys[i], dx, dy;
             if (kind == MSE) {
@@ -300,7 +300,7 @@ static tg_status pair_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_
                 gx[i] = add_x ? gx[i] + dx : dx;
             if (gy)
                 gy[i] = add_y ? gy[i] + dy : dy;
-        }
+        });
     });
     return TG_OK;
 }

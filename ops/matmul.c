@@ -245,7 +245,7 @@ static void bias_grad(const tg_tensor *gout, int64_t rows, int64_t out_f, tg_ten
     TG__DISPATCH(gout->dtype, T, {
         const T *restrict g = gout->data;
         T *restrict d = gb->data;
-        _Pragma("omp parallel for if (rows * out_f >= TG__PAR_GRAIN) schedule(static)")
+        TG__PAR_FOR(rows * out_f >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
         for (int64_t blk = 0; blk < blocks; blk++) {
             int64_t j0 = blk * BIAS_BLOCK, nj = out_f - j0 < BIAS_BLOCK ? out_f - j0 : BIAS_BLOCK;
             double acc[BIAS_BLOCK] = {0};
@@ -257,7 +257,7 @@ static void bias_grad(const tg_tensor *gout, int64_t rows, int64_t out_f, tg_ten
             }
             for (int64_t j = 0; j < nj; j++)
                 d[j0 + j] = add ? (T)((double)d[j0 + j] + acc[j]) : (T)acc[j];
-        }
+        });
     });
 }
 

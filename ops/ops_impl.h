@@ -30,10 +30,32 @@ void tg__bcast_init(tg__bcast *it, const tg_tensor *out, const tg_tensor *a, con
 typedef void (*tg__row_fn)(void *ud, int64_t n, const int64_t off[3], const int64_t inc[3]);
 void tg__bcast_rows(const tg__bcast *it, tg__row_fn row, void *ud);
 
-/* ---- threads (ops/threads.c): a loop over fewer elements than this runs on
- * one thread; kernels write `#pragma omp parallel for if (n >= TG__PAR_GRAIN)`
- * (the pragma is ignored in a build without OpenMP) */
+/* ---- threads (ops/threads.c). A loop over fewer elements than
+ * TG__PAR_GRAIN runs on the calling thread. The choice is made before the
+ * OpenMP construct, never with its `if` clause: libgomp builds and frees a
+ * thread team even for a region whose `if` is false, which costs more than
+ * a small op's arithmetic (B2's 2-2-2 network ran 2.5x slower that way).
+ *   TG__PAR_FOR(cond, "omp parallel for schedule(static)", for (...) ...);
+ *   TG__PAR_FOR_SIMD(cond, for (...) ...);   (parallel for simd / simd)
+ * `loop` is a for statement, compiled twice. Without OpenMP the parallel
+ * pragmas are ignored and the simd ones still vectorise (-fopenmp-simd). */
 #define TG__PAR_GRAIN 32768
+#define TG__PAR_FOR(cond, pragma, ...)                                                     \
+    do {                                                                                   \
+        if (cond) {                                                                        \
+            _Pragma(pragma) __VA_ARGS__                                                    \
+        } else {                                                                           \
+            __VA_ARGS__                                                                    \
+        }                                                                                  \
+    } while (0)
+#define TG__PAR_FOR_SIMD(cond, ...)                                                        \
+    do {                                                                                   \
+        if (cond) {                                                                        \
+            _Pragma("omp parallel for simd schedule(static)") __VA_ARGS__                  \
+        } else {                                                                           \
+            _Pragma("omp simd") __VA_ARGS__                                                \
+        }                                                                                  \
+    } while (0)
 
 /* ---- ops/matmul.c: C (m x n) = op(A) op(B) (+ C when accumulate), row-major, through CBLAS */
 void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,

@@ -388,9 +388,9 @@ static tg_tensor *pool_forward(tg_ctx *ctx, tg_node *node)
     if (!y)
         return NULL;
     if (!pool_max(node)) {
-#pragma omp parallel for if (PAR_PLANES(&q)) schedule(static)
+        TG__PAR_FOR(PAR_PLANES(&q), "omp parallel for schedule(static)",
         for (int64_t p = 0; p < q.planes; p++)
-            avg_plane(&q, x, y, p);
+            avg_plane(&q, x, y, p););
         return y;
     }
     /* the arg-max indices, one byte or one int64 each (y's element count
@@ -400,13 +400,13 @@ static tg_tensor *pool_forward(tg_ctx *ctx, tg_node *node)
     void *arg = NULL; /* the 2x2 kernel always writes them: they cost as much as y */
     if ((node->recording || fast) && !(arg = tg_scratch(ctx, (size_t)y->numel * each, false)))
         return NULL;
-#pragma omp parallel for if (PAR_PLANES(&q)) schedule(static)
+    TG__PAR_FOR(PAR_PLANES(&q), "omp parallel for schedule(static)",
     for (int64_t p = 0; p < q.planes; p++) {
         if (fast)
             max2_plane(&q, x, y, arg, p);
         else
             max_plane(&q, x, y, arg, p);
-    }
+    });
     node->aux = node->recording ? arg : NULL;
     return y;
 }
@@ -503,7 +503,7 @@ static tg_status pool_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_
     if (max && !node->aux)
         return TG_ERROR(ctx, TG_EINTERNAL, "%s: the arg-max indices were not saved",
                         node->op->name);
-#pragma omp parallel for if (PAR_PLANES(&q)) schedule(static)
+    TG__PAR_FOR(PAR_PLANES(&q), "omp parallel for schedule(static)",
     for (int64_t p = 0; p < q.planes; p++) {
         if (fast)
             max2_backward(&q, node->aux, gout, gin[0], add, p);
@@ -511,7 +511,7 @@ static tg_status pool_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_
             max_backward(&q, node->aux, gout, gin[0], add, p);
         else
             avg_backward(&q, gout, gin[0], add, p);
-    }
+    });
     return TG_OK;
 }
 
@@ -684,9 +684,9 @@ static tg_tensor *gap_forward(tg_ctx *ctx, tg_node *node)
     if (!y)
         return NULL;
     int64_t planes = y->numel, s = planes ? x->numel / planes : 0;
-#pragma omp parallel for if (x->numel >= TG__PAR_GRAIN) schedule(static)
+    TG__PAR_FOR(x->numel >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
     for (int64_t p = 0; p < planes; p++)
-        gap_plane(x, y, s, p);
+        gap_plane(x, y, s, p););
     return y;
 }
 
@@ -713,9 +713,9 @@ static tg_status gap_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_t
     const bool add = tg_vjp_adds(node, 0);
     if (s == 0)
         return TG_OK;
-#pragma omp parallel for if (x->numel >= TG__PAR_GRAIN) schedule(static)
+    TG__PAR_FOR(x->numel >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
     for (int64_t p = 0; p < planes; p++)
-        gap_vjp_plane(gout, gin[0], s, add, p);
+        gap_vjp_plane(gout, gin[0], s, add, p););
     return TG_OK;
 }
 

@@ -43,7 +43,7 @@ static double scale_of(const tg_node *node, span s)
 
 /* One parallel, vectorised loop over n elements (a pragma that can stand
  * inside the dispatch macro's argument). */
-#define PAR_SIMD _Pragma("omp parallel for simd if (n >= TG__PAR_GRAIN) schedule(static)")
+#define PAR_SIMD(...) TG__PAR_FOR_SIMD(n >= TG__PAR_GRAIN, __VA_ARGS__)
 
 /* Elements per block of a full sum: blocks are summed on their own, then
  * their sums in order, so the result is the same at any thread count. */
@@ -58,7 +58,7 @@ static tg_status sum_all(tg_ctx *ctx, const tg_tensor *x, double scale, tg_tenso
         return tg_errcode(ctx);
     TG__DISPATCH(x->dtype, T, {
         const T *xs = x->data;
-        _Pragma("omp parallel for if (n >= TG__PAR_GRAIN) schedule(static)")
+        TG__PAR_FOR(n >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
         for (int64_t blk = 0; blk < blocks; blk++) {
             int64_t lo = blk * SUM_BLOCK, hi = lo + SUM_BLOCK < n ? lo + SUM_BLOCK : n;
             double acc = 0;
@@ -66,7 +66,7 @@ static tg_status sum_all(tg_ctx *ctx, const tg_tensor *x, double scale, tg_tenso
             for (int64_t i = lo; i < hi; i++)
                 acc += (double)xs[i];
             part[blk] = acc;
-        }
+        });
         double total = 0;
         for (int64_t blk = 0; blk < blocks; blk++)
             total += part[blk];
@@ -106,14 +106,14 @@ static tg_tensor *reduce_forward(tg_ctx *ctx, tg_node *node)
     TG__DISPATCH(x->dtype, T, {
         const T *xs = x->data;
         T *o = out->data;
-        _Pragma("omp parallel for if (x->numel >= TG__PAR_GRAIN) schedule(static)")
+        TG__PAR_FOR(x->numel >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
         for (int64_t q = 0; q < lines; q++) {
             int64_t p = q / s.inner, i = q % s.inner;
             double acc = 0;
             for (int64_t j = 0; j < s.n; j++)
                 acc += xs[(p * s.n + j) * s.inner + i];
             o[q] = (T)(acc * scale);
-        }
+        });
     });
     return out;
 }
@@ -140,13 +140,13 @@ static tg_status reduce_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                 T v = g[p] * sc;
                 T *dr = gx + p * n;
                 if (add) {
-                    PAR_SIMD for (int64_t j = 0; j < n; j++) dr[j] += v;
+                    PAR_SIMD(for (int64_t j = 0; j < n; j++) dr[j] += v;);
                 } else {
-                    PAR_SIMD for (int64_t j = 0; j < n; j++) dr[j] = v;
+                    PAR_SIMD(for (int64_t j = 0; j < n; j++) dr[j] = v;);
                 }
             }
         } else { /* each row of inner gradients repeats one row of g */
-            _Pragma("omp parallel for if (x->numel >= TG__PAR_GRAIN) schedule(static)")
+            TG__PAR_FOR(x->numel >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
             for (int64_t r = 0; r < rows; r++) {
                 const T *gr = g + r / s.n * s.inner;
                 T *dr = gx + r * s.inner;
@@ -159,7 +159,7 @@ static tg_status reduce_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                     for (int64_t i = 0; i < s.inner; i++)
                         dr[i] = gr[i] * sc;
                 }
-            }
+            });
         }
     });
     return TG_OK;
