@@ -66,6 +66,8 @@ static void take_site(tg_ctx *ctx, tg_node *node)
         node->called = NULL;
 }
 
+static const tg_node blank_node;
+
 static tg_tensor *apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int n,
                         const void *attrs, tg_node **made)
 {
@@ -82,7 +84,7 @@ static tg_tensor *apply(tg_ctx *ctx, const tg_op *op, tg_tensor *const *in, int 
                                              op->attr_size);
     if (!node)
         return NULL;
-    memset(node, 0, sizeof *node);
+    *node = blank_node; /* vector stores, where memset would be a slow `rep stos` */
     node->op = op;
     node->index = -1;
     node->n_in = n;

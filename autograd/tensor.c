@@ -183,10 +183,15 @@ int tg__axis(tg_ctx *ctx, const char *who, int axis, int ndim)
     return a;
 }
 
+/* Copying this clears a header with a few vector stores; gcc makes a
+ * memset of the same size a `rep stos`, whose start-up cost was the largest
+ * single item of a small network's step. */
+static const tg_tensor blank_tensor;
+
 static void set_shape(tg_ctx *ctx, tg_tensor *t, tg_dtype dtype, int ndim, const int64_t *shape,
                       int64_t numel)
 {
-    memset(t, 0, sizeof *t);
+    *t = blank_tensor;
     t->ctx = ctx;
     t->step = ctx->step;
     t->dtype = dtype;

@@ -19,6 +19,7 @@ typedef struct mlayer {
     int64_t numel;   /* elements of one example after the layer */
     int64_t params;  /* parameter elements */
     tg_tensor *weight, *bias, *running_mean, *running_var, *tracked;
+    char scope[48];  /* its scope in forward: state_dict prefix and kind ("3.conv2d") */
 } mlayer;
 
 struct tg_model {
@@ -430,6 +431,7 @@ tg_status tg_model_add(tg_ctx *ctx, tg_model *m, const tg_layer *layer)
     o.numel = shape_numel(o.ndim, o.shape);
     if (o.numel < 0 || o.numel > INT64_MAX / 8)
         return add_fail(&a, TG_ESHAPE, "its output has too many elements");
+    snprintf(o.scope, sizeof o.scope, "%d.%s", m->n, tg_layer_name(o.spec.kind));
     m->layers[m->n++] = o;
     return TG_OK;
 }
@@ -764,9 +766,7 @@ tg_tensor *tg_model_forward(tg_ctx *ctx, tg_model *m, tg_tensor *x)
     /* one scope per layer, named as its state_dict prefix and kind ("3.conv2d") */
     tg_tensor *h = x;
     for (int i = 0; i < m->n && h; i++) {
-        char scope[48];
-        snprintf(scope, sizeof scope, "%d.%s", i, tg_layer_name(m->layers[i].spec.kind));
-        tg_scope_push(ctx, scope);
+        tg_scope_push(ctx, m->layers[i].scope);
         h = forward_layer(ctx, m, &m->layers[i], h);
         tg_scope_pop(ctx);
     }
