@@ -15,8 +15,8 @@
  * empty (N = 0): the output is then (0, K, OH, OW) and nothing is computed.
  * The vjp reads x and w, never the bias or the output.
  *
- * Backend choice (tg__conv_pick): one input channel at stride 1 (a first
- * layer) runs the direct kernels. Otherwise float64 runs portable, and
+ * Backend choice (tg__conv_pick): one input channel at stride 1 with few
+ * taps in all (B1's first layer) runs the direct kernels. Otherwise float64 runs portable, and
  * float32 runs oneDNN when the library is built with it (TG_DNNL, and not
  * TG_PORTABLE_CONV). TAPEGRAD_CONV=portable|dnnl|direct in the environment
  * (read once) or a test's tg__conv_force says otherwise.
@@ -243,7 +243,11 @@ const tg__conv_impl *tg__conv_pick(const tg__conv_desc *d)
     int p = atomic_load(&forced);
     if (p == PICK_AUTO)
         p = from_env;
-    if ((p == PICK_AUTO || p == PICK_DIRECT) && tg__conv_direct_fits(d))
+    /* Few taps in all: one row pass per tap and filter beats a gemm of inner
+     * size R S (B1's 1 x 2 kernel: 7x oneDNN); with more (LeNet's 6 filters
+     * of 5 x 5 on rows of 28) the passes' overhead loses to oneDNN. */
+    bool few_taps = d->k * d->r * d->s <= 16;
+    if ((p == PICK_DIRECT || (p == PICK_AUTO && few_taps)) && tg__conv_direct_fits(d))
         return &tg__conv_direct;
 #ifdef TG_HAVE_DNNL
     if (d->dtype == TG_F32 && p != PICK_PORTABLE)

@@ -10,8 +10,8 @@
  *   data grad   dx[n, iy, : + j - pw] += w[k, i, j] dy[n, k, iy + ph - i, :]
  *   weight grad dw[k, i, j]      += dy[n, k, oy, :] . x[n, oy - ph + i, : + j - pw]
  * with each row's valid range (the columns inside the image) computed once
- * per kernel column. Stride and dilation 1, one group, C = 1 (tg__conv_pick
- * sends other shapes elsewhere). Each output element is summed by one
+ * per kernel column. Stride and dilation 1, one group, C = 1
+ * (tg__conv_direct_fits); tg__conv_pick chooses it only for few taps in all. Each output element is summed by one
  * thread in a fixed order, so results do not depend on the thread count;
  * a weight-gradient element sums float rows into a double.
  */

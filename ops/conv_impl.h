@@ -53,8 +53,8 @@ extern const tg__conv_impl tg__conv_dnnl;
 
 /* The backend for d: forced by tg__conv_force or TAPEGRAD_CONV=portable|dnnl|
  * direct (read once; direct only where it fits), else the faster one for
- * the shape: direct where it fits, oneDNN for other float32, portable for
- * other float64. */
+ * the shape: direct where it fits with few taps (K R S <= 16), oneDNN for
+ * other float32, portable for other float64. */
 const tg__conv_impl *tg__conv_pick(const tg__conv_desc *d);
 /* Forces a backend by name ("portable", "dnnl", "direct"), or lifts the force (NULL);
  * for tests. TG_ENOTFOUND when that backend is not built in. */

@@ -193,7 +193,7 @@ END_TEST
  * forced; other shapes never do. */
 START_TEST(direct_picked)
 {
-    tg__conv_desc d = {TG_F32, 2, 1, 8, 8, 4, 3, 3, 8, 8, 1, 1, 1, 1, 1, 1, 1};
+    tg__conv_desc d = {TG_F32, 2, 1, 8, 8, 1, 3, 3, 8, 8, 1, 1, 1, 1, 1, 1, 1};
     ck_assert_ptr_eq(tg__conv_pick(&d), &tg__conv_direct);
     d.dtype = TG_F64;
     ck_assert_ptr_eq(tg__conv_pick(&d), &tg__conv_direct);
@@ -203,6 +203,8 @@ START_TEST(direct_picked)
     d.sw = 2;
     ck_assert_ptr_ne(tg__conv_pick(&d), &tg__conv_direct);
     d.sw = 1, d.c = 2;
+    ck_assert_ptr_ne(tg__conv_pick(&d), &tg__conv_direct);
+    d.c = 1, d.k = 6; /* 54 taps: a gemm does better */
     ck_assert_ptr_ne(tg__conv_pick(&d), &tg__conv_direct);
 }
 END_TEST
