@@ -448,22 +448,17 @@ static void max2_backward(const pgeom *q, const int32_t *arg, const tg_tensor *g
         const int32_t *ix = arg + p * q->oh * ow;
         T *d = (T *)gx->data + p * q->h * w;
         for (int64_t oy = 0; oy < q->oh; oy++, g += ow, ix += ow) {
-            T *r0 = d + 2 * oy * w, *r1 = r0 + w;
+            T *r0 = d + 2 * oy * w; /* the window rows r0 and r0 + w */
             if (add) {
                 for (int64_t ox = 0; ox < ow; ox++)
-                    (ix[ox] < 2 ? r0 : r1)[2 * ox + (ix[ox] & 1)] += g[ox];
+                    r0[(ix[ox] >> 1) * w + 2 * ox + (ix[ox] & 1)] += g[ox];
                 continue;
             }
-            for (int64_t ox = 0; ox < ow; ox++) {
-                const T gv = g[ox];
-                const int k = ix[ox];
-                r0[2 * ox] = k == 0 ? gv : 0;
-                r0[2 * ox + 1] = k == 1 ? gv : 0;
-                r1[2 * ox] = k == 2 ? gv : 0;
-                r1[2 * ox + 1] = k == 3 ? gv : 0;
-            }
-            for (int64_t xx = 2 * ow; xx < w; xx++)
-                r0[xx] = r1[xx] = 0;
+            /* zero both rows (a vectorised fill), then one store per window:
+             * a quarter of the stores of writing every element by selects */
+            memset(r0, 0, (size_t)(2 * w) * sizeof(T));
+            for (int64_t ox = 0; ox < ow; ox++)
+                r0[(ix[ox] >> 1) * w + 2 * ox + (ix[ox] & 1)] = g[ox];
         }
         if (!add)
             memset(d + 2 * q->oh * w, 0, (size_t)((q->h - 2 * q->oh) * w) * sizeof(T));
