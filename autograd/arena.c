@@ -168,6 +168,16 @@ void tg__mark_rewind(tg_ctx *ctx, tg__mark m)
     ctx->freebufs = NULL; /* some may lie past the mark */
 }
 
+void tg__scratch_release(tg_ctx *ctx, tg__mark m)
+{
+    if (ctx->arena_used < m.arena_used || (ctx->cur == NULL) != (m.chunk == NULL))
+        return; /* reset since: nothing of the mark's is left to release */
+    ctx->cur = m.chunk;
+    if (m.chunk)
+        m.chunk->used = m.chunk_used;
+    ctx->arena_used = m.arena_used;
+}
+
 void *tg__grad_buffer(tg_ctx *ctx, size_t bytes)
 {
     size_t need = TG__ROUND_UP(bytes ? bytes : 1, TG__ALIGN);

@@ -143,6 +143,11 @@ void tg__arena_reset(tg_ctx *ctx);
 void tg__arena_free_all(tg_ctx *ctx);
 tg__mark tg__mark_get(const tg_ctx *ctx);
 void tg__mark_rewind(tg_ctx *ctx, tg__mark m);
+/* Gives back the arena allocated since m, when all of it was a kernel's
+ * scratch: unlike tg__mark_rewind it keeps the tape and the free gradient
+ * buffers (a kernel adds to neither), so an op can release its temporaries
+ * as soon as it returns instead of holding them until tg_reset. */
+void tg__scratch_release(tg_ctx *ctx, tg__mark m);
 /* A buffer for a gradient (values undefined), reusing released ones first. */
 void *tg__grad_buffer(tg_ctx *ctx, size_t bytes);
 void tg__grad_release(tg_ctx *ctx, void *buf, size_t bytes);

@@ -307,14 +307,20 @@ static tg_status conv_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_
     }
     tg__conv_desc d = desc_of(&q, gout->dtype);
     const tg__conv_impl *impl = tg__conv_pick(&d);
-    if (gx && impl->bwd_data(ctx, &d, gout->data, node->in[1]->data, gx->data,
-                             tg_vjp_adds(node, 0)))
-        return tg_errcode(ctx);
-    if ((gw || gb) && impl->bwd_weight(ctx, &d, gout->data, node->in[0]->data,
-                                       gw ? gw->data : NULL, tg_vjp_adds(node, 1),
-                                       gb ? gb->data : NULL, tg_vjp_adds(node, 2), node->aux))
-        return tg_errcode(ctx);
-    return TG_OK;
+    /* each kernel's temporaries go back to the arena as soon as it returns,
+     * so a step's peak holds one convolution's scratch, not all of them */
+    tg__mark m = tg__mark_get(ctx);
+    tg_status st = TG_OK;
+    if (gx)
+        st = impl->bwd_data(ctx, &d, gout->data, node->in[1]->data, gx->data,
+                            tg_vjp_adds(node, 0));
+    tg__scratch_release(ctx, m);
+    if (!st && (gw || gb))
+        st = impl->bwd_weight(ctx, &d, gout->data, node->in[0]->data, gw ? gw->data : NULL,
+                              tg_vjp_adds(node, 1), gb ? gb->data : NULL, tg_vjp_adds(node, 2),
+                              node->aux);
+    tg__scratch_release(ctx, m);
+    return st ? tg_errcode(ctx) : TG_OK;
 }
 
 static int conv_print(const tg_node *node, char *buf, size_t size)
