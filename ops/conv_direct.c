@@ -36,6 +36,18 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
     }
 }
 
+/* Runs BODY for every output row oy, kernel row i whose input row iy is
+ * inside the image, and kernel column j: one row operation each. */
+#define EACH_TAP_ROW(d, BODY)                                                                  \
+    for (int64_t oy = 0; oy < (d)->oh; oy++)                                                   \
+        for (int64_t i = 0; i < (d)->r; i++) {                                                 \
+            const int64_t iy = oy - (d)->ph + i;                                               \
+            if (iy < 0 || iy >= (d)->h)                                                        \
+                continue;                                                                      \
+            for (int64_t j = 0; j < (d)->s; j++)                                               \
+                BODY                                                                           \
+        }
+
 #define DIRECT_KERNELS(T, SFX)                                                                  \
     static void fwd_##SFX(const tg__conv_desc *d, const T *x, const T *w, const T *b, T *y)    \
     {                                                                                          \
@@ -51,22 +63,14 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
                 _Pragma("omp simd")                                                            \
                 for (int64_t i = 0; i < ohw; i++)                                              \
                     yp[i] = bias;                                                              \
-                for (int64_t oy = 0; oy < d->oh; oy++) {                                       \
+                EACH_TAP_ROW(d, {                                                              \
                     T *restrict yr = yp + oy * d->ow;                                          \
-                    for (int64_t i = 0; i < d->r; i++) {                                       \
-                        const int64_t iy = oy - d->ph + i;                                     \
-                        if (iy < 0 || iy >= d->h)                                              \
-                            continue;                                                          \
-                        for (int64_t j = 0; j < d->s; j++) {                                   \
-                            const T wv = wk[i * d->s + j];                                     \
-                            const T *restrict xr = xp + iy * d->w;                             \
-                            const int64_t off = j - d->pw;                                     \
-                            _Pragma("omp simd")                                                \
-                            for (int64_t ox = lo[j]; ox < hi[j]; ox++)                         \
-                                yr[ox] += wv * xr[ox + off];                                   \
-                        }                                                                      \
-                    }                                                                          \
-                }                                                                              \
+                    const T *restrict xr = xp + iy * d->w;                                     \
+                    const T wv = wk[i * d->s + j];                                             \
+                    _Pragma("omp simd")                                                        \
+                    for (int64_t ox = lo[j]; ox < hi[j]; ox++)                                 \
+                        yr[ox] += wv * xr[ox + j - d->pw];                                     \
+                });                                                                            \
             });                                                                                  \
     }                                                                                          \
                                                                                                \
@@ -84,22 +88,14 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
                     xp[i] = 0;                                                                 \
             for (int64_t k = 0; k < d->k; k++) {                                               \
                 const T *gp = dy + (n * d->k + k) * ohw, *wk = w + k * rs;                     \
-                for (int64_t oy = 0; oy < d->oh; oy++) {                                       \
+                EACH_TAP_ROW(d, {                                                              \
                     const T *restrict gr = gp + oy * d->ow;                                    \
-                    for (int64_t i = 0; i < d->r; i++) {                                       \
-                        const int64_t iy = oy - d->ph + i;                                     \
-                        if (iy < 0 || iy >= d->h)                                              \
-                            continue;                                                          \
-                        for (int64_t j = 0; j < d->s; j++) {                                   \
-                            const T wv = wk[i * d->s + j];                                     \
-                            T *restrict xr = xp + iy * d->w;                                   \
-                            const int64_t off = j - d->pw;                                     \
-                            _Pragma("omp simd")                                                \
-                            for (int64_t ox = lo[j]; ox < hi[j]; ox++)                         \
-                                xr[ox + off] += wv * gr[ox];                                   \
-                        }                                                                      \
-                    }                                                                          \
-                }                                                                              \
+                    T *restrict xr = xp + iy * d->w;                                           \
+                    const T wv = wk[i * d->s + j];                                             \
+                    _Pragma("omp simd")                                                        \
+                    for (int64_t ox = lo[j]; ox < hi[j]; ox++)                                 \
+                        xr[ox + j - d->pw] += wv * gr[ox];                                     \
+                });                                                                            \
             }                                                                                  \
         });                                                                                      \
     }                                                                                          \
