@@ -20,11 +20,32 @@
 #include <math.h>
 
 /*
+ * Brings back the gradient of parameter block b after tg_zero_grad_ex
+ * released some of it: every released member's region becomes zeros and
+ * every pointer is set again, in one go. The block and its members share
+ * memory, and any of them may be an op's input (an L2 penalty reads the
+ * whole block), so none of them is ever handed out as fresh: contributions
+ * add, to values that are either kept or zero.
+ */
+static void revive_block(tg_ctx *ctx, tg__ptensor *b)
+{
+    for (tg__ptensor *m = ctx->params.first; m; m = m->next)
+        if (m->owner == b && !m->t.grad) {
+            memset(m->grad_block->t.data, 0, (size_t)m->t.numel * tg_dtype_size(m->t.dtype));
+            m->t.grad = &m->grad_block->t;
+        }
+    if (!b->t.grad) {
+        b->t.grad = &b->grad_block->t;
+        tg__bump(b->t.grad);
+    }
+}
+
+/*
  * t's gradient buffer. *fresh says whether it holds no values yet (just
- * made, or released by tg_zero_grad_ex): the first contribution then writes
- * it. A parameter's buffer persists; a released one comes back, and so
- * does its block's, whose other members may then need zeros (fill_blocks).
- * Other tensors' buffers come from the step arena.
+ * made, or a lone parameter's released by tg_zero_grad_ex): the first
+ * contribution then writes it. A parameter's buffer persists and a
+ * released one comes back; a block and its members come back together
+ * (revive_block). Other tensors' buffers come from the step arena.
  */
 static tg_tensor *grad_of(tg_ctx *ctx, tg_tensor *t, bool *fresh)
 {
@@ -39,14 +60,17 @@ static tg_tensor *grad_of(tg_ctx *ctx, tg_tensor *t, bool *fresh)
                                      "parameter of this context", tg__tensor_s(t));
             return NULL;
         }
+        if (p->is_block || p->owner) {
+            revive_block(ctx, p->is_block ? p : p->owner);
+            *fresh = false;
+            return t->grad;
+        }
         if (!p->grad_block) {
             p->grad_block = tg__ptensor_new(ctx, "backward", TG_KIND_GRAD, t->dtype, t->ndim,
                                             t->shape, NULL, true);
             if (!p->grad_block)
                 return NULL;
         }
-        if (p->owner && !p->owner->t.grad)
-            p->owner->t.grad = &p->owner->grad_block->t;
         t->grad = &p->grad_block->t;
         return t->grad;
     }
@@ -169,36 +193,44 @@ static void mark_needed(tg_ctx *ctx, tg_node *last)
     }
 }
 
-/* Zeros for members of blocks in use whose gradient backward did not
- * reach since tg_zero_grad_ex released them. */
-static tg_status fill_blocks(tg_ctx *ctx)
-{
-    for (tg__ptensor *p = ctx->params.first; p; p = p->next) {
-        bool fresh;
-        if (p->owner && p->owner->t.grad && !p->t.grad) {
-            if (!grad_of(ctx, &p->t, &fresh))
-                return ctx->errcode;
-            memset(p->t.grad->data, 0, (size_t)p->t.numel * tg_dtype_size(p->t.dtype));
-        }
-    }
-    return TG_OK;
-}
-
-/* Calls the grad hook for the parameters node i completes. */
+/* Calls the grad hook for the parameters node i completes. A member of a
+ * block that some node reads whole waits for the end of the sweep
+ * (fire_deferred): until then the whole block's gradient is not done. */
 static tg_status fire_hooks(tg_ctx *ctx, const tg_node *node, int64_t i)
 {
     for (int k = 0; k < node->n_in; k++) {
         tg__ptensor *p = hooked_param(node->in[k]);
-        if (!p || p->hook_at != i)
+        if (!p || p->is_block || p->hook_at != i || (p->owner && p->owner->hook_at >= 0))
             continue;
         p->hook_at = -1; /* once, even when the node reads it twice */
         if (!p->t.grad) { /* nothing reached it: zeros, never stale values */
             bool fresh;
             if (!grad_of(ctx, &p->t, &fresh))
                 return ctx->errcode;
-            memset(p->t.grad->data, 0, (size_t)p->t.numel * tg_dtype_size(p->t.dtype));
+            if (fresh)
+                memset(p->t.grad->data, 0, (size_t)p->t.numel * tg_dtype_size(p->t.dtype));
         }
         ctx->grad_hook(ctx, &p->t, ctx->grad_hook_ud);
+    }
+    return ctx->errcode;
+}
+
+/* The end of the sweep: the members of blocks read whole, last first. */
+static tg_status fire_deferred(tg_ctx *ctx)
+{
+    for (tg__ptensor *b = ctx->blocks.first; b; b = b->next) {
+        if (b->hook_at < 0)
+            continue;
+        b->hook_at = -1;
+        for (tg__ptensor *m = ctx->params.last; m; m = m->prev) {
+            bool fresh;
+            if (m->owner != b)
+                continue;
+            m->hook_at = -1;
+            if (!m->t.grad && !grad_of(ctx, &m->t, &fresh))
+                return ctx->errcode;
+            ctx->grad_hook(ctx, &m->t, ctx->grad_hook_ud);
+        }
     }
     return ctx->errcode;
 }
@@ -309,6 +341,9 @@ static tg_status sweep(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, unsig
     if (last->index < 0 || (size_t)last->index >= ctx->tape_len || ctx->tape[last->index] != last)
         return TG_ERROR(ctx, TG_ESTATE, "backward: the tensor's node is not on the tape "
                                          "(was the context reset since it was made?)");
+    if (ctx->grad_hook) /* mark_needed notes the blocks read whole */
+        for (tg__ptensor *b = ctx->blocks.first; b; b = b->next)
+            b->hook_at = -1;
     mark_needed(ctx, last);
     int max_in = 0;
     for (int64_t i = 0; i <= last->index; i++)
@@ -341,7 +376,7 @@ static tg_status sweep(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, unsig
             y->grad = NULL;
         }
     }
-    return ctx->grads_none ? fill_blocks(ctx) : TG_OK;
+    return ctx->grad_hook ? fire_deferred(ctx) : TG_OK;
 }
 
 tg_status tg_backward_ex(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, unsigned flags)
@@ -376,7 +411,6 @@ void tg_tensor_zero_grad_ex(tg_tensor *t, unsigned flags)
         return;
     }
     t->grad = NULL;
-    ctx->grads_none = true;
     if (rec->owner) /* a member: its block's gradient is no longer whole */
         rec->owner->t.grad = NULL;
     for (tg__ptensor *p = ctx->params.first; p; p = p->next)
@@ -399,7 +433,6 @@ void tg_zero_grad_ex(tg_ctx *ctx, unsigned flags)
         p->t.grad = NULL;
     for (tg__ptensor *b = ctx->blocks.first; b; b = b->next)
         b->t.grad = NULL;
-    ctx->grads_none = true;
 }
 
 void tg_set_grad_hook(tg_ctx *ctx, tg_grad_hook fn, void *ud)

@@ -39,7 +39,9 @@ typedef struct tg__ptensor {
     size_t block;                    /* bytes of this block */
     char *renamed;                   /* a name set after creation, in its own block */
     struct tg__ptensor *owner;       /* a member's parameter block (tg_param_block), or NULL */
-    int64_t hook_at;                 /* backward: the tape index after which its gradient is done */
+    int64_t hook_at;                 /* backward: the tape index after which its gradient is done
+                                        (a block: where it is read whole, or -1) */
+    bool is_block;                   /* a parameter block (tg_param_block) */
 } tg__ptensor;
 
 /* One of the context's two lists of persistent tensors. */
@@ -115,7 +117,6 @@ struct tg_ctx {
     tg__plist params, buffers;
     tg__plist blocks;      /* parameter blocks; their members are in params */
 
-    bool grads_none;       /* tg_zero_grad_ex(TG_SET_TO_NONE) left some grads NULL */
     int poison_grads;      /* > 0: fresh gradient buffers are NaN-filled (gradcheck) */
     tg_grad_hook grad_hook;
     void *grad_hook_ud;

@@ -667,6 +667,7 @@ tg_status tg_param_block(tg_ctx *ctx, tg_dtype dtype, int n, const tg_param_spec
         return ctx->errcode;
     }
     b->grad_block = g;
+    b->is_block = true;
     b->t.grad = &g->t;
     b->t.requires_grad = true;
     plist_add(ctx, &ctx->blocks, b);
