@@ -760,6 +760,131 @@ START_TEST(block_member_only_then_whole)
 }
 END_TEST
 
+
+/* ---- large inputs: 1 and 2 threads agree (parallel paths above the grain) */
+static int mkb_c1(tg_ctx *c, tg_dtype dt, tg_tensor **in)
+{
+    in[0] = mk(c, dt, S(8, 1, 28, 28), 1, -1, 1, true);
+    in[1] = mk(c, dt, S(6, 1, 2, 2), 2, -0.5, 0.5, true);
+    in[2] = mk(c, dt, S(6), 3, -1, 1, true);
+    return 3;
+}
+static int mkb_conv(tg_ctx *c, tg_dtype dt, tg_tensor **in)
+{
+    in[0] = mk(c, dt, S(4, 8, 16, 16), 1, -1, 1, true);
+    in[1] = mk(c, dt, S(8, 4, 3, 3), 2, -0.5, 0.5, true);
+    in[2] = mk(c, dt, S(8), 3, -1, 1, true);
+    return 3;
+}
+static int mkb_conv_g1(tg_ctx *c, tg_dtype dt, tg_tensor **in)
+{
+    in[0] = mk(c, dt, S(4, 8, 16, 16), 1, -1, 1, true);
+    in[1] = mk(c, dt, S(8, 8, 3, 3), 2, -0.5, 0.5, true);
+    in[2] = mk(c, dt, S(8), 3, -1, 1, true);
+    return 3;
+}
+static int mkb_py(tg_ctx *c, tg_dtype dt, tg_tensor **in)
+{
+    in[0] = mk(c, dt, S(200, 200), 1, 0.1, 0.9, true);
+    in[1] = mk(c, dt, S(200, 200), 2, 0.1, 0.9, true);
+    return 2;
+}
+static int mkb_pool(tg_ctx *c, tg_dtype dt, tg_tensor **in) { in[0] = mk(c, dt, S(8, 4, 33, 31), 1, -2, 2, true); return 1; }
+static int mkb_pool1(tg_ctx *c, tg_dtype dt, tg_tensor **in) { in[0] = mk(c, dt, S(8, 8, 1030), 1, -2, 2, true); return 1; }
+static int mkb_flat(tg_ctx *c, tg_dtype dt, tg_tensor **in) { in[0] = mk(c, dt, S(64, 40, 17), 1, -2, 2, true); return 1; }
+static int mkb_lin(tg_ctx *c, tg_dtype dt, tg_tensor **in)
+{
+    in[0] = mk(c, dt, S(300, 64), 1, -1, 1, true);
+    in[1] = mk(c, dt, S(130, 64), 2, -0.2, 0.2, true);
+    in[2] = mk(c, dt, S(130), 3, -1, 1, true);
+    return 3;
+}
+static int mkb_ce(tg_ctx *c, tg_dtype dt, tg_tensor **in)
+{
+    int64_t n = 4000;
+    int64_t *t = malloc((size_t)n * sizeof *t);
+    for (int64_t i = 0; i < n; i++)
+        t[i] = i % 13 == 0 ? -100 : (i * 7) % 10;
+    in[0] = mk(c, dt, S(4000, 10), 1, -3, 3, true);
+    in[1] = targets(c, 1, &n, t);
+    in[2] = mk(c, dt, S(10), 3, 0.5, 2, false);
+    free(t);
+    return 3;
+}
+static int mkb_xy(tg_ctx *c, tg_dtype dt, tg_tensor **in)
+{
+    in[0] = mk(c, dt, S(200, 200), 1, -2, 2, true);
+    in[1] = mk(c, dt, S(200, 200), 2, 0.1, 0.9, true);
+    in[2] = mk(c, dt, S(200), 3, 0.5, 2, false);
+    return 3;
+}
+static int mkb_bn(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_bn(c, dt, in, S(16, 3, 30, 30)); }
+static int mkb_bn2(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_bn(c, dt, in, S(12000, 3)); }
+
+static const rcase big_cases[] = {
+    {"conv_c1", mkb_c1, f_conv_p0, false}, {"conv_c1_p1", mkb_c1, f_conv, false},
+    {"conv", mkb_conv_g1, f_conv, false}, {"conv_g2", mkb_conv, f_conv_g2, false},
+    {"conv_s2", mkb_conv_g1, f_conv_s2, false},
+    {"max2", mkb_pool, f_max2, false}, {"max2_ceil", mkb_pool, f_max2_ceil, false},
+    {"max3s2p1", mkb_pool, f_max3_s2_p1, false}, {"avg2", mkb_pool, f_avg2, false},
+    {"avg3s2p1", mkb_pool, f_avg3_s2_p1, false}, {"avg_ceil_ex", mkb_pool, f_avg_ceil_ex, false},
+    {"max1", mkb_pool1, f_max1, false}, {"avg1", mkb_pool1, f_avg1, false},
+    {"avg1_3", mkb_pool1, f_avg1_3, false}, {"gap", mkb_pool, f_gap, false},
+    {"relu", mkb_flat, f_relu, false}, {"sigmoid", mkb_flat, f_sigmoid, false},
+    {"dropout", mkb_flat, f_drop3, false}, {"softmax0", mkb_flat, f_sm0, false},
+    {"softmax1", mkb_flat, f_sm1, false}, {"log_softmax-1", mkb_flat, f_lsm1, false},
+    {"sum", mkb_flat, f_sum, false}, {"mean_ax0", mkb_flat, f_mean0k, false},
+    {"sum_ax1", mkb_flat, f_sum1k, false}, {"sum_ax2", mkb_flat, f_sum2, false},
+    {"permute", mkb_flat, f_perm, false}, {"concat_self", mkb_flat, f_cat_self, false},
+    {"linear", mkb_lin, f_lin, false}, {"linear_nob", mkb_lin, f_lin_nob, false},
+    {"ce", mkb_ce, f_ce, false}, {"ce_ws", mkb_ce, f_ce_ws, false},
+    {"ce_none", mkb_ce, f_ce_wsn, false}, {"nll_wn", mkb_ce, f_nll_wn, false},
+    {"mse", mkb_xy, f_mse_m, false}, {"bce", mkb_py, f_bce_n, false},
+    {"bcel_pw", mkb_xy, f_bcel_pw, false},
+    {"bn", mkb_bn, f_bn, false}, {"bn_eval", mkb_bn, f_bn, true}, {"bn2", mkb_bn2, f_bn_w, false},
+};
+enum { N_BIG = (int)(sizeof big_cases / sizeof big_cases[0]) };
+
+START_TEST(threads_agree)
+{
+    const rcase *c = &big_cases[_i];
+    static char log[4096];
+    log[0] = 0;
+    int64_t numel[8];
+    numels(c, numel);
+    int fails = 0, was = tg_num_threads();
+    for (int d = 0; d < 2; d++)
+        for (int mode = 1; mode < 3; mode++) {
+            tg_dtype dt = d ? TG_F32 : TG_F64;
+            double *one[8] = {0}, *two[8] = {0};
+            char err[512] = "";
+            int n;
+            tg_set_num_threads(1);
+            ck_assert_msg(grads(c, dt, mode, one, &n, err, sizeof err) == TG_OK, "%s", err);
+            tg_set_num_threads(2);
+            ck_assert_msg(grads(c, dt, mode, two, &n, err, sizeof err) == TG_OK, "%s", err);
+            fails += compare(c, d ? "f32 threads" : "f64 threads", mode, two, one, n, numel,
+                             d ? 1e-4 : 1e-11, log, sizeof log);
+            free_grads(one, n);
+            free_grads(two, n);
+        }
+    tg_set_num_threads(was);
+    ck_assert_msg(fails == 0, "%s", log);
+}
+END_TEST
+
+/* Large inputs (parallel and vectorised paths), float32 on every backend
+ * against float64, fresh buffers NaN. */
+START_TEST(big_f32)
+{
+    const rcase *c = &big_cases[_i];
+    static char log[16384];
+    log[0] = 0;
+    int fails = run_f32(c, log, sizeof log);
+    ck_assert_msg(fails == 0, "%s", log);
+}
+END_TEST
+
 Suite *tg_test_suite(void)
 {
     Suite *s = suite_create("review");
@@ -768,6 +893,8 @@ Suite *tg_test_suite(void)
     tcase_add_loop_test(tc, first_write_fd, 0, N_CASES);
     tcase_add_loop_test(tc, first_write_f32, 0, N_CASES);
     tcase_add_loop_test(tc, retain_graph_twice, 0, N_CASES);
+    tcase_add_loop_test(tc, threads_agree, 0, N_BIG);
+    tcase_add_loop_test(tc, big_f32, 0, N_BIG);
     suite_add_tcase(s, tc);
     TCase *tb = tcase_create("blocks");
     tcase_add_test(tb, block_used_whole_after_set_to_none);
