@@ -154,7 +154,8 @@ static tg_status reshape_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
 {
     (void)ctx;
     if (!tg_vjp_adds(node, 0)) {
-        memcpy(gin[0]->data, gout->data, (size_t)gout->numel * tg_dtype_size(gout->dtype));
+        if (gout->numel > 0) /* an empty tensor's data may be NULL */
+            memcpy(gin[0]->data, gout->data, (size_t)gout->numel * tg_dtype_size(gout->dtype));
         return TG_OK;
     }
     TG__DISPATCH(gout->dtype, T, {

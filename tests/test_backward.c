@@ -362,6 +362,35 @@ START_TEST(grad_hook)
 }
 END_TEST
 
+/* A block read whole (an L2 penalty) completes its members only at the end
+ * of backward: their hooks wait until then, and see the final values. */
+START_TEST(grad_hook_block_read_whole)
+{
+    tg_ctx *ctx = tg_ctx_new(1);
+    tg_param_spec specs[2] = {{.ndim = 1, .shape = {2}, .name = "w"},
+                              {.ndim = 1, .shape = {1}, .name = "v"}};
+    tg_tensor *m[2], *block;
+    ck_assert_int_eq(tg_param_block(ctx, TG_F64, 2, specs, m, &block), TG_OK);
+    ck_assert_int_eq(tg_assign_f64(ctx, block, (const double[]){1, 2, 3}), TG_OK);
+    hook_log log = {0};
+    tg_set_grad_hook(ctx, log_hook, &log);
+    tg_zero_grad_ex(ctx, TG_SET_TO_NONE);
+    /* L = sum(3 w) + sum(v) + sum(block^2): the penalty comes first on the
+     * tape, so its vjp runs last */
+    tg_tensor *pen = tg_sum(ctx, tg_mul(ctx, block, block));
+    tg_tensor *loss = tg_add(ctx, tg_add(ctx, tg_sum(ctx, tg_mul_scalar(ctx, m[0], 3)),
+                                         tg_sum(ctx, m[1])), pen);
+    ck_assert_msg(tg_backward(ctx, loss) == TG_OK, "%s", tg_errmsg(ctx));
+    ck_tensor(block->grad, ((const double[]){5, 7, 7}), 0);
+    ck_assert_int_eq(log.n, 2);
+    ck_assert_ptr_eq(log.who[0], m[1]); /* the last member first */
+    ck_assert_ptr_eq(log.who[1], m[0]);
+    ck_close(log.first[0], 7, 0);
+    ck_close(log.first[1], 5, 0);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
 Suite *tg_test_suite(void)
 {
     Suite *s = suite_create("backward");
@@ -380,6 +409,7 @@ Suite *tg_test_suite(void)
     tcase_add_test(tc, first_write_vjp);
     tcase_add_test(tc, set_to_none);
     tcase_add_test(tc, grad_hook);
+    tcase_add_test(tc, grad_hook_block_read_whole);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,5 +1,5 @@
 /*
- * test_review.c: first-write gradients (TG_OP_VJP_WRITES) under the ways a
+ * test_first_write.c: first-write gradients (TG_OP_VJP_WRITES) under the ways a
  * gradient buffer is reached: an op's only contribution (written), an
  * earlier one added to or a later one adding (both tape orders), the op
  * applied twice, float32 against float64 with every convolution backend,
@@ -887,7 +887,7 @@ END_TEST
 
 Suite *tg_test_suite(void)
 {
-    Suite *s = suite_create("review");
+    Suite *s = suite_create("first_write");
     TCase *tc = tcase_create("first_write");
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, first_write_fd, 0, N_CASES);
