@@ -304,6 +304,16 @@ static double exact_reciprocal(double div)
     {                                                                                      \
         const int64_t kh = q->kh, kw = q->kw, w = q->w;                                    \
         const double div = (double)(kh * kw), inv = exact_reciprocal(div);                 \
+        if (kh == 1 && kw == 2) { /* pairs along a row (B1): the same sums, one pass */    \
+            for (int64_t oy = 0; oy < q->oh; oy++) {                                       \
+                const T *restrict r = xs + oy * w;                                         \
+                T *restrict orow = o + oy * q->ow;                                         \
+                _Pragma("omp simd")                                                        \
+                for (int64_t i = 0; i < q->ow; i++)                                        \
+                    orow[i] = (T)(((double)r[2 * i] + (double)r[2 * i + 1]) * 0.5);        \
+            }                                                                              \
+            return;                                                                        \
+        }                                                                                  \
         for (int64_t oy = 0; oy < q->oh; oy++)                                             \
             for (int64_t ox0 = 0; ox0 < q->ow; ox0 += 256) {                               \
                 const int64_t n = q->ow - ox0 < 256 ? q->ow - ox0 : 256;                   \
@@ -336,6 +346,28 @@ static double exact_reciprocal(double div)
         const double div = (double)(kh * kw), inv = exact_reciprocal(div);                 \
         if (!add && (q->oh * kh < q->h || q->ow * kw < w)) /* rows, columns no window has */ \
             memset(d, 0, (size_t)(q->h * w) * sizeof(T));                                  \
+        if (kh == 1 && kw == 2) {                                                          \
+            for (int64_t oy = 0; oy < q->oh; oy++) {                                       \
+                const T *restrict grow = g + oy * q->ow;                                   \
+                T *restrict r = d + oy * w;                                                \
+                if (add) {                                                                 \
+                    _Pragma("omp simd")                                                    \
+                    for (int64_t i = 0; i < q->ow; i++) {                                  \
+                        const T share = (T)((double)grow[i] * 0.5);                        \
+                        r[2 * i] += share;                                                 \
+                        r[2 * i + 1] += share;                                             \
+                    }                                                                      \
+                } else {                                                                   \
+                    _Pragma("omp simd")                                                    \
+                    for (int64_t i = 0; i < q->ow; i++) {                                  \
+                        const T share = (T)((double)grow[i] * 0.5);                        \
+                        r[2 * i] = share;                                                  \
+                        r[2 * i + 1] = share;                                              \
+                    }                                                                      \
+                }                                                                          \
+            }                                                                              \
+            return;                                                                        \
+        }                                                                                  \
         for (int64_t oy = 0; oy < q->oh; oy++)                                             \
             for (int64_t ox0 = 0; ox0 < q->ow; ox0 += 256) {                               \
                 const int64_t n = q->ow - ox0 < 256 ? q->ow - ox0 : 256;                   \
