@@ -157,12 +157,18 @@ tg__mark tg__mark_get(const tg_ctx *ctx)
     return m;
 }
 
-void tg__mark_rewind(tg_ctx *ctx, tg__mark m)
+/* The arena's fill back where m found it. */
+static void rewind_fill(tg_ctx *ctx, tg__mark m)
 {
     ctx->cur = m.chunk;
     if (m.chunk)
         m.chunk->used = m.chunk_used;
     ctx->arena_used = m.arena_used;
+}
+
+void tg__mark_rewind(tg_ctx *ctx, tg__mark m)
+{
+    rewind_fill(ctx, m);
     if (m.tape_len < ctx->tape_len)
         ctx->tape_len = m.tape_len;
     ctx->freebufs = NULL; /* some may lie past the mark */
@@ -172,10 +178,7 @@ void tg__scratch_release(tg_ctx *ctx, tg__mark m)
 {
     if (ctx->arena_used < m.arena_used || (ctx->cur == NULL) != (m.chunk == NULL))
         return; /* reset since: nothing of the mark's is left to release */
-    ctx->cur = m.chunk;
-    if (m.chunk)
-        m.chunk->used = m.chunk_used;
-    ctx->arena_used = m.arena_used;
+    rewind_fill(ctx, m);
 }
 
 void *tg__grad_buffer(tg_ctx *ctx, size_t bytes)

@@ -19,6 +19,11 @@
 
 #include <math.h>
 
+static void zero_data(tg_tensor *t)
+{
+    memset(t->data, 0, (size_t)t->numel * tg_dtype_size(t->dtype));
+}
+
 /*
  * Brings back the gradient of parameter block b after tg_zero_grad_ex
  * released some of it: every released member's region becomes zeros and
@@ -31,7 +36,7 @@ static void revive_block(tg_ctx *ctx, tg__ptensor *b)
 {
     for (tg__ptensor *m = ctx->params.first; m; m = m->next)
         if (m->owner == b && !m->t.grad) {
-            memset(m->grad_block->t.data, 0, (size_t)m->t.numel * tg_dtype_size(m->t.dtype));
+            zero_data(&m->grad_block->t);
             m->t.grad = &m->grad_block->t;
         }
     if (!b->t.grad) {
@@ -98,7 +103,7 @@ static void fill(tg_tensor *t, double v)
 static void prepare_fresh(tg_ctx *ctx, tg_tensor *g, bool writes)
 {
     if (!writes)
-        memset(g->data, 0, (size_t)g->numel * tg_dtype_size(g->dtype));
+        zero_data(g);
     else if (ctx->poison_grads > 0 || ctx->checked)
         fill(g, NAN);
 }
@@ -208,7 +213,7 @@ static tg_status fire_hooks(tg_ctx *ctx, const tg_node *node, int64_t i)
             if (!grad_of(ctx, &p->t, &fresh))
                 return ctx->errcode;
             if (fresh)
-                memset(p->t.grad->data, 0, (size_t)p->t.numel * tg_dtype_size(p->t.dtype));
+                zero_data(p->t.grad);
         }
         ctx->grad_hook(ctx, &p->t, ctx->grad_hook_ud);
     }
@@ -295,7 +300,7 @@ static tg_status run_vjp(tg_ctx *ctx, tg_node *node, tg_tensor **gin)
             if (gin[j] == gin[k] && !tg_vjp_adds(node, j)) {
                 /* the same tensor twice: which contribution comes first is
                  * the vjp's business, so both add, to zeros */
-                memset(gin[k]->data, 0, (size_t)gin[k]->numel * tg_dtype_size(gin[k]->dtype));
+                zero_data(gin[k]);
                 node->grad_adds |= 1u << j;
                 fresh = false;
             }
@@ -399,7 +404,7 @@ void tg_tensor_zero_grad_ex(tg_tensor *t, unsigned flags)
         return;
     if (!(flags & TG_SET_TO_NONE)) {
         if (t->grad) {
-            memset(t->grad->data, 0, (size_t)t->grad->numel * tg_dtype_size(t->grad->dtype));
+            zero_data(t->grad);
             tg__bump(t->grad);
         }
         return;

@@ -327,6 +327,22 @@ static tg_status dnnl_fwd(tg_ctx *ctx, const tg__conv_desc *d, const void *x, co
     return st;
 }
 
+/* A gradient of n elements from primitive `kind` on inputs a and b: written
+ * straight into grad (oneDNN writes, beta = 0), or made in scratch and
+ * added when grad already holds earlier contributions. */
+static tg_status run_gradient(tg_ctx *ctx, entry *e, int kind, const void *a, const void *b,
+                              void *grad, int64_t n, bool add)
+{
+    float *out = add ? tg_scratch(ctx, (size_t)n * sizeof(float), false) : grad;
+    tg_status st = out ? TG_OK : tg_errcode(ctx);
+    void *const ptr[3] = {(void *)a, (void *)b, out};
+    if (!st)
+        st = run(ctx, e, kind, ptr, NULL);
+    if (!st && add)
+        add_into(grad, out, n);
+    return st;
+}
+
 static tg_status dnnl_bwd_data(tg_ctx *ctx, const tg__conv_desc *d, const void *dy, const void *w,
                                void *dx, bool add)
 {
@@ -336,14 +352,7 @@ static tg_status dnnl_bwd_data(tg_ctx *ctx, const tg__conv_desc *d, const void *
     entry *e = d->c / d->g >= FEW_CHANNELS ? lookup(d, false, BWD_DATA, &owned) : NULL;
     if (!e)
         return tg__conv_portable.bwd_data(ctx, d, dy, w, dx, add);
-    const int64_t n = d->n * d->c * d->h * d->w;
-    float *out = add ? tg_scratch(ctx, (size_t)n * sizeof(float), false) : dx;
-    tg_status st = out ? TG_OK : tg_errcode(ctx);
-    void *const ptr[3] = {(void *)dy, (void *)w, out};
-    if (!st)
-        st = run(ctx, e, BWD_DATA, ptr, NULL);
-    if (!st && add)
-        add_into(dx, out, n);
+    tg_status st = run_gradient(ctx, e, BWD_DATA, dy, w, dx, d->n * d->c * d->h * d->w, add);
     if (owned)
         free_entry(e);
     return st;
@@ -361,14 +370,8 @@ static tg_status dnnl_bwd_weight(tg_ctx *ctx, const tg__conv_desc *d, const void
     entry *e = lookup(d, false, BWD_WEIGHT, &owned);
     if (!e)
         return tg__conv_portable.bwd_weight(ctx, d, dy, x, dw, add_w, NULL, false, kept);
-    const int64_t n = d->k * (d->c / d->g) * d->r * d->s;
-    float *out = add_w ? tg_scratch(ctx, (size_t)n * sizeof(float), false) : dw;
-    tg_status st = out ? TG_OK : tg_errcode(ctx);
-    void *const ptr[3] = {(void *)x, (void *)dy, out};
-    if (!st)
-        st = run(ctx, e, BWD_WEIGHT, ptr, NULL);
-    if (!st && add_w)
-        add_into(dw, out, n);
+    tg_status st = run_gradient(ctx, e, BWD_WEIGHT, x, dy, dw, d->k * (d->c / d->g) * d->r * d->s,
+                                add_w);
     if (owned)
         free_entry(e);
     return st;
