@@ -95,6 +95,10 @@ void *tg__arena_alloc(tg_ctx *ctx, size_t bytes)
     UNPOISON(p, need);
     c->used += need;
     ctx->arena_used += need;
+    if (ctx->arena_used > ctx->arena_peak)
+        ctx->arena_peak = ctx->arena_used;
+    if (ctx->arena_used > ctx->arena_peak)
+        ctx->arena_peak = ctx->arena_used;
     return p;
 }
 

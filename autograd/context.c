@@ -161,6 +161,7 @@ void tg_ctx_stats(const tg_ctx *ctx, tg_stats *out)
     out->bytes_live = ctx->bytes_live;
     out->bytes_peak = ctx->bytes_peak;
     out->arena_used = ctx->arena_used;
+    out->arena_peak = ctx->arena_peak;
     for (const tg__chunk *c = ctx->chunks; c; c = c->next) {
         out->arena_capacity += c->cap;
         out->arena_chunks++;

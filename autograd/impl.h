@@ -83,6 +83,7 @@ struct tg_ctx {
     tg__chunk *cur;        /* the chunk being filled; NULL right after a reset */
     size_t chunk_size;
     size_t arena_used;
+    size_t arena_peak;     /* the most arena_used has been, over every step */
     tg__freebuf *freebufs; /* released gradient buffers of this step */
     uint64_t step;         /* bumped by every tg_reset; step tensors carry theirs */
     bool checked;          /* checked mode: chunks of ended steps are quarantined */

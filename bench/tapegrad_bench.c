@@ -461,6 +461,17 @@ static void put_tail(result *res, double base_rss)
     put_str(res, "tapegrad", tg_version());
 }
 
+/* What the context holds: every allocator block at its peak, and the step
+ * arena's chunks (the activations, gradients and scratch of one step). */
+static void put_memory(result *res, const tg_ctx *ctx)
+{
+    tg_stats st;
+    tg_ctx_stats(ctx, &st);
+    put_real(res, "ctx_peak_mib", (double)st.bytes_peak / 1048576.0);
+    put_real(res, "arena_mib", (double)st.arena_capacity / 1048576.0);
+    put_real(res, "arena_peak_mib", (double)st.arena_peak / 1048576.0);
+}
+
 /* W untimed and S timed calls of a step; fills median/min/max. */
 typedef int (*step_fn)(void *ud);
 
@@ -522,7 +533,11 @@ static int run_steps(const options *o, result *res)
     else
         build_cnnbn(&b);
     tg_set_training(ctx, true);
+    if (getenv("TGB_PROFILE")) tg_set_profile(ctx, true);
     int rc = tg_errcode(ctx) || time_steps(bench_step, &b, o, res, b.flop) ? fail(w, ctx) : 0;
+    if (!rc)
+        put_memory(res, ctx);
+    if (getenv("TGB_PROFILE")) tg_profile_print(ctx, stderr);
     tg_optim_free(ctx, b.opt);
     tg_model_free(ctx, b.m);
     tg_ctx_free(ctx);
@@ -616,7 +631,7 @@ static int run_fmnist(const options *o, result *res)
     double t0 = now();
     tg_dataset *train = tg_fashion_mnist(ctx, dir, "train");
     tg_dataset *test = train ? tg_fashion_mnist(ctx, dir, "test") : NULL;
-    double load_s = now() - t0;
+    double load_s = now() - t0, load_rss = peak_rss_mib();
 
     tg_seed(ctx, 0);
     tg_rng_state shuffle = tg_rng_get(ctx), main_rng;
@@ -678,6 +693,8 @@ static int run_fmnist(const options *o, result *res)
         put_real(res, "eval_s", eval_s);
         put_real(res, "load_s", load_s);
         put_real(res, "peak_rss_mib", peak_rss_mib());
+        put_real(res, "load_rss_mib", load_rss);
+        put_memory(res, ctx);
     }
     free(epoch_s);
     free(step_s);

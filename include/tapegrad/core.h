@@ -281,6 +281,7 @@ typedef struct tg_stats {
     size_t bytes_live;     /* bytes currently held from the hook */
     size_t bytes_peak;     /* the most ever held at once */
     size_t arena_used;     /* bytes handed out by the arena since the last reset */
+    size_t arena_peak;     /* the most the arena has handed out at once, in any step */
     size_t arena_capacity; /* bytes of all arena chunks */
     size_t arena_chunks;
     size_t tape_len;       /* nodes on the tape */
