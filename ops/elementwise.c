@@ -7,6 +7,12 @@
  * (TG__DISPATCH with <tgmath.h>, so exp() is expf() on floats). The
  * gradient of a float32 operand that was broadcast is a sum over the
  * broadcast elements, accumulated in double.
+ *
+ * The vjps write a gradient's first contribution and add later ones
+ * (TG_OP_VJP_WRITES). Input 0's gradient may be gout's own buffer
+ * (TG_OP_VJP_INPLACE, never for a broadcast input 0): each element of gout
+ * is read before the element of it is written, and a binary op's b
+ * gradient, which reads gout too, is done first.
  */
 #include "ops_impl.h"
 
@@ -27,6 +33,7 @@ typedef struct bin_args {
     const void *a, *b;    /* the inputs */
     void *g[2];           /* vjp: gradient buffers of a and b, or NULL */
     double *acc[2];       /* vjp: double accumulators used instead of g[k], or NULL */
+    bool add[2];          /* vjp: g[k] holds a gradient to add to (else written) */
 } bin_args;
 
 /* out[i] = a[i] op b[i] along one row (a and b may have stride 0) */
@@ -66,42 +73,101 @@ static void same_shape_forward(int kind, tg_tensor *out, const tg_tensor *x, con
     });
 }
 
-/* dst[i * s] += EXPR over the row, into the double accumulator when there is one */
-#define BIN_ACCUMULATE(EXPR)                                                             \
+/* d[i] = EXPR (add false) or d[i] += EXPR over n elements, parallel and
+ * vectorised. d may be gout's own buffer when it is written (never when it
+ * is added to): EXPR reads g[i] before the store. */
+#define STORE(add, d, EXPR)                                                              \
     do {                                                                                 \
-        if (acc)                                                                         \
-            for (int64_t i = 0; i < n; i++) acc[i * s] += (EXPR);                        \
-        else                                                                             \
-            for (int64_t i = 0; i < n; i++) dst[i * s] += (EXPR);                        \
+        if (add) {                                                                       \
+            PAR_SIMD(for (int64_t i = 0; i < n; i++) d[i] += (EXPR););                   \
+        } else {                                                                         \
+            PAR_SIMD(for (int64_t i = 0; i < n; i++) d[i] = (EXPR););                    \
+        }                                                                                \
     } while (0)
 
-/* The gradient of operand k (0: a, 1: b) along one row. A stride of 0 sums
- * over broadcast elements, which is the reduction the vjp of broadcasting
- * needs. The formulas are PyTorch's: d/db of a / b is -g ((a / b) / b). */
+/* Operands of gout's shape: one flat pass per gradient, b's first, since
+ * a's may be gout's buffer (TG_OP_VJP_INPLACE) and b's reads gout. */
+static void same_shape_vjp(int kind, const tg_tensor *gout, const tg_tensor *x, const tg_tensor *y,
+                           tg_tensor *const *gin, const bool *add)
+{
+    int64_t n = gout->numel;
+    TG__DISPATCH(gout->dtype, T, {
+        const T *g = gout->data; /* not restrict: it may be gin[0]'s */
+        const T *restrict a = x->data, *restrict b = y->data;
+        if (gin[1]) {
+            T *d = gin[1]->data;
+            switch (kind) {
+            case ADD: STORE(add[1], d, g[i]); break;
+            case SUB: STORE(add[1], d, -g[i]); break;
+            case MUL: STORE(add[1], d, g[i] * a[i]); break;
+            default: STORE(add[1], d, -g[i] * ((a[i] / b[i]) / b[i])); break;
+            }
+        }
+        if (gin[0]) {
+            T *d = gin[0]->data;
+            switch (kind) {
+            case ADD: case SUB: /* handed over, the gradient is in place already */
+                if (d != g || add[0])
+                    STORE(add[0], d, g[i]);
+                break;
+            case MUL: STORE(add[0], d, g[i] * b[i]); break;
+            default: STORE(add[0], d, g[i] / b[i]); break;
+            }
+        }
+    });
+}
+
+/* The gradient of operand k along one row, where s is its stride: written
+ * or added element by element, or, when the operand was broadcast, summed
+ * into its elements (the reduction the vjp of broadcasting needs; a stride
+ * of 0 sums the whole row into one). Sums go to the double accumulator
+ * when there is one. */
+#define BIN_ROW(EXPR)                                                                    \
+    do {                                                                                 \
+        if (s == 0) {                                                                    \
+            double t = 0;                                                                \
+            _Pragma("omp simd reduction(+:t)")                                           \
+            for (int64_t i = 0; i < n; i++) t += (double)(EXPR);                         \
+            if (acc)                                                                     \
+                acc[0] += t;                                                             \
+            else                                                                         \
+                dst[0] = add ? dst[0] + (T)t : (T)t;                                     \
+        } else if (acc) {                                                                \
+            for (int64_t i = 0; i < n; i++) acc[i * s] += (EXPR);                        \
+        } else if (add) {                                                                \
+            for (int64_t i = 0; i < n; i++) dst[i * s] += (EXPR);                        \
+        } else {                                                                         \
+            for (int64_t i = 0; i < n; i++) dst[i * s] = (EXPR);                         \
+        }                                                                                \
+    } while (0)
+
+/* The formulas are PyTorch's: d/db of a / b is -g ((a / b) / b). */
 static void bin_vjp_side(const bin_args *u, int k, int64_t n, const int64_t off[3],
                          const int64_t inc[3])
 {
     int64_t sa = inc[1], sb = inc[2], s = inc[1 + k];
+    bool add = u->add[k];
     TG__DISPATCH(u->dtype, T, {
         const T *g = (const T *)u->o + off[0];
         const T *a = (const T *)u->a + off[1], *b = (const T *)u->b + off[2];
         double *acc = u->acc[k] ? u->acc[k] + off[1 + k] : NULL;
         T *dst = acc ? NULL : (T *)u->g[k] + off[1 + k];
         switch (u->kind * 2 + k) {
-        case ADD * 2: case ADD * 2 + 1: case SUB * 2: BIN_ACCUMULATE(g[i]); break;
-        case SUB * 2 + 1: BIN_ACCUMULATE(-g[i]); break;
-        case MUL * 2: BIN_ACCUMULATE(g[i] * b[i * sb]); break;
-        case MUL * 2 + 1: BIN_ACCUMULATE(g[i] * a[i * sa]); break;
-        case DIV * 2: BIN_ACCUMULATE(g[i] / b[i * sb]); break;
-        default: BIN_ACCUMULATE(-g[i] * ((a[i * sa] / b[i * sb]) / b[i * sb])); break;
+        case ADD * 2: case ADD * 2 + 1: case SUB * 2: BIN_ROW(g[i]); break;
+        case SUB * 2 + 1: BIN_ROW(-g[i]); break;
+        case MUL * 2: BIN_ROW(g[i] * b[i * sb]); break;
+        case MUL * 2 + 1: BIN_ROW(g[i] * a[i * sa]); break;
+        case DIV * 2: BIN_ROW(g[i] / b[i * sb]); break;
+        default: BIN_ROW(-g[i] * ((a[i * sa] / b[i * sb]) / b[i * sb])); break;
         }
     });
 }
 
+/* b's gradient first along the row: a's may be gout's buffer */
 static void bin_vjp_row(void *ud, int64_t n, const int64_t off[3], const int64_t inc[3])
 {
     const bin_args *u = ud;
-    for (int k = 0; k < 2; k++)
+    for (int k = 1; k >= 0; k--)
         if (u->g[k] || u->acc[k])
             bin_vjp_side(u, k, n, off, inc);
 }
@@ -123,7 +189,7 @@ static tg_tensor *binary_forward(tg_ctx *ctx, tg_node *node)
     } else {
         tg__bcast it;
         tg__bcast_init(&it, out, a, b);
-        bin_args u = {kind, a->dtype, out->data, a->data, b->data, {NULL}, {NULL}};
+        bin_args u = {kind, a->dtype, out->data, a->data, b->data, {NULL}, {NULL}, {false}};
         tg__bcast_rows(&it, bin_forward_row, &u);
     }
     if (kind == ADD || kind == SUB) { /* the vjp reads no values */
@@ -134,41 +200,67 @@ static tg_tensor *binary_forward(tg_ctx *ctx, tg_node *node)
     return out;
 }
 
-/* A float32 gradient summed over broadcast elements is accumulated in a
- * zeroed double buffer, then added to the gradient (NULL: not needed). */
-static double *broadcast_accumulator(tg_ctx *ctx, const tg_tensor *x, const tg_tensor *grad,
-                                     const tg_tensor *gout)
+/*
+ * Prepares the gradient of operand k for the rows. One of gout's size is
+ * written or added element by element. One that was broadcast is a sum
+ * over several elements of gout: in float32 the sum runs in a zeroed
+ * double buffer, written or added to the gradient at the end
+ * (finish_reduced); in float64 it runs in the gradient itself, zeroed
+ * first unless it holds an earlier contribution.
+ */
+static tg_status side_setup(tg_ctx *ctx, bin_args *u, int k, const tg_tensor *x, tg_tensor *grad,
+                            const tg_tensor *gout, bool add)
 {
-    if (!grad || x->dtype != TG_F32 || x->numel == 0 || x->numel == gout->numel)
-        return NULL;
-    return tg_scratch(ctx, (size_t)x->numel * sizeof(double), true);
+    u->g[k] = NULL;
+    u->acc[k] = NULL;
+    u->add[k] = add;
+    if (!grad)
+        return TG_OK;
+    if (x->numel == gout->numel || x->numel == 0) {
+        u->g[k] = grad->data;
+    } else if (x->dtype == TG_F32) {
+        u->acc[k] = tg_scratch(ctx, (size_t)x->numel * sizeof(double), true);
+        if (!u->acc[k])
+            return tg_errcode(ctx);
+    } else {
+        if (!add)
+            memset(grad->data, 0, (size_t)x->numel * sizeof(double));
+        u->g[k] = grad->data;
+        u->add[k] = true;
+    }
+    return TG_OK;
 }
 
-static void add_accumulated(tg_tensor *grad, const double *acc)
+static void finish_reduced(tg_tensor *grad, const double *acc, bool add)
 {
     float *g = grad->data;
-    for (int64_t i = 0; i < grad->numel; i++)
-        g[i] += (float)acc[i];
+    int64_t n = grad->numel;
+    if (add)
+        PAR_SIMD(for (int64_t i = 0; i < n; i++) g[i] += (float)acc[i];);
+    else
+        PAR_SIMD(for (int64_t i = 0; i < n; i++) g[i] = (float)acc[i];);
 }
 
 static tg_status binary_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                             tg_tensor *const *gin)
 {
     tg_tensor *a = node->in[0], *b = node->in[1];
-    bin_args u = {kind_of(node), a->dtype, gout->data, a->data, b->data, {NULL, NULL},
-                  {NULL, NULL}};
-    for (int k = 0; k < 2; k++) {
-        u.acc[k] = broadcast_accumulator(ctx, node->in[k], gin[k], gout);
-        if (tg_errcode(ctx))
-            return tg_errcode(ctx);
-        u.g[k] = gin[k] && !u.acc[k] ? gin[k]->data : NULL;
+    int kind = kind_of(node);
+    bool add[2] = {tg_vjp_adds(node, 0), tg_vjp_adds(node, 1)};
+    if (a->numel == gout->numel && b->numel == gout->numel) {
+        same_shape_vjp(kind, gout, a, b, gin, add);
+        return TG_OK;
     }
+    bin_args u = {kind, a->dtype, gout->data, a->data, b->data, {NULL}, {NULL}, {false}};
+    for (int k = 0; k < 2; k++)
+        if (side_setup(ctx, &u, k, node->in[k], gin[k], gout, add[k]))
+            return tg_errcode(ctx);
     tg__bcast it;
     tg__bcast_init(&it, gout, a, b);
     tg__bcast_rows(&it, bin_vjp_row, &u);
     for (int k = 0; k < 2; k++)
         if (u.acc[k])
-            add_accumulated(gin[k], u.acc[k]);
+            finish_reduced(gin[k], u.acc[k], add[k]);
     return TG_OK;
 }
 
@@ -199,7 +291,7 @@ static const char *const binary_names[] = {"a", "b", NULL}; /* graph edge labels
     const tg_op tg__op_##NAME = {                                                        \
         .name = #NAME, .min_in = 2, .max_in = 2, .forward = binary_forward,              \
         .vjp = binary_vjp, .sample = binary_sample, .impl = &kinds[KIND],                \
-        .input_names = binary_names};                                                    \
+        .flags = TG_OP_VJP_WRITES | TG_OP_VJP_INPLACE, .input_names = binary_names};     \
     tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *a, tg_tensor *b)                        \
     {                                                                                    \
         tg_tensor *in[2] = {a, b};                                                       \
@@ -256,11 +348,12 @@ static tg_tensor *unary_forward(tg_ctx *ctx, tg_node *node)
     return out;
 }
 
-/* dx += g * f'(x), with f' from the saved output where that is cheaper:
+/* dx (+)= g * f'(x), with f' from the saved output where that is cheaper:
  * exp' = exp(x) = y, sqrt' = 1 / (2 y), pow' = p x^(p-1). As PyTorch, pow'
  * is g * (p x^(p-1)) with the bracket set to 0 when p = 0 (so at x = 0:
  * p = 0 gives 0, 0 < p < 1 gives inf, p = 1 gives 1, p = 2 gives 0), and a
- * NaN or Inf in g still propagates. */
+ * NaN or Inf in g still propagates. Element by element, so dx may be g's
+ * own buffer (TG_OP_VJP_INPLACE). */
 static tg_status unary_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                            tg_tensor *const *gin)
 {
@@ -268,23 +361,25 @@ static tg_status unary_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
     const tg_tensor *x = node->in[0], *y = node->out;
     int kind = kind_of(node);
     double c = scalar_of(node);
+    bool add = tg_vjp_adds(node, 0);
     TG__DISPATCH(x->dtype, T, {
-        const T *restrict xs = x->data, *restrict ys = y->data, *restrict g = gout->data;
-        T *restrict gx = gin[0]->data;
+        /* g and gx may be one buffer: not restrict */
+        const T *restrict xs = x->data, *restrict ys = y->data, *g = gout->data;
+        T *gx = gin[0]->data;
         T tc = (T)c;
         int64_t n = x->numel;
         switch (kind) {
-        case NEG: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] -= g[i];); break;
-        case EXP: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] += g[i] * ys[i];); break;
-        case LOG: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] += g[i] / xs[i];); break;
-        case SQRT: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] += g[i] / (2 * ys[i]);); break;
-        case POW:
-            PAR_SIMD(for (int64_t i = 0; i < n; i++)
-                gx[i] += g[i] * (c == 0 ? 0 : tc * pow(xs[i], tc - 1)););
+        case NEG: STORE(add, gx, -g[i]); break;
+        case EXP: STORE(add, gx, g[i] * ys[i]); break;
+        case LOG: STORE(add, gx, g[i] / xs[i]); break;
+        case SQRT: STORE(add, gx, g[i] / (2 * ys[i])); break;
+        case POW: STORE(add, gx, g[i] * (c == 0 ? 0 : tc * pow(xs[i], tc - 1))); break;
+        case ADD_S: /* handed over, the gradient is in place already */
+            if (gx != g || add)
+                STORE(add, gx, g[i]);
             break;
-        case ADD_S: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] += g[i];); break;
-        case MUL_S: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] += g[i] * tc;); break;
-        default: PAR_SIMD(for (int64_t i = 0; i < n; i++) gx[i] += g[i] / tc;); break;
+        case MUL_S: STORE(add, gx, g[i] * tc); break;
+        default: STORE(add, gx, g[i] / tc); break;
         }
     });
     return TG_OK;
@@ -320,7 +415,8 @@ static int scalar_sample(tg_ctx *ctx, int index, tg_sample *s) { return unary_sa
 #define UNARY_OP(NAME, KIND)                                                             \
     const tg_op tg__op_##NAME = {                                                        \
         .name = #NAME, .min_in = 1, .max_in = 1, .forward = unary_forward,               \
-        .vjp = unary_vjp, .sample = plain_sample, .impl = &kinds[KIND]};                 \
+        .vjp = unary_vjp, .sample = plain_sample, .impl = &kinds[KIND],                  \
+        .flags = TG_OP_VJP_WRITES | TG_OP_VJP_INPLACE};                                  \
     tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *x)                                      \
     {                                                                                    \
         return tg_apply(ctx, &tg__op_##NAME, &x, 1, NULL);                               \
@@ -330,7 +426,8 @@ static int scalar_sample(tg_ctx *ctx, int index, tg_sample *s) { return unary_sa
     const tg_op tg__op_##NAME = {                                                        \
         .name = #NAME, .min_in = 1, .max_in = 1, .attr_size = sizeof(tg_scalar_attrs),   \
         .forward = unary_forward, .vjp = unary_vjp, .print_attrs = scalar_print,         \
-        .sample = scalar_sample, .impl = &kinds[KIND]};                                  \
+        .sample = scalar_sample, .impl = &kinds[KIND],                                   \
+        .flags = TG_OP_VJP_WRITES | TG_OP_VJP_INPLACE};                                  \
     tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *x, double c)                            \
     {                                                                                    \
         tg_scalar_attrs a = {c};                                                         \
