@@ -2,12 +2,13 @@
  * matmul.c: matrix products through CBLAS (sgemm / dgemm).
  *
  *   matmul: C (..., n, m) = A (..., n, k) B (..., k, m), batch dims broadcast
- *           dA += G B^T,  dB += A^T G   (summed over broadcast batches)
+ *           dA (+)= G B^T,  dB (+)= A^T G   (summed over broadcast batches)
  *   linear: y (M, out) = x (M, in) W^T + b, W (out, in), b (out)
- *           dx += G W,  dW += G^T x,  db += sum over rows of G (in double)
+ *           dx (+)= G W,  dW (+)= G^T x,  db (+)= sum over rows of G (in double)
  * Forward writes the bias into y and lets gemm add the product. Backward
  * calls gemm with beta = 0 for a gradient's first contribution and beta = 1
- * for later ones (TG_OP_VJP_WRITES); matmul's vjp always adds. An inner size of 0
+ * for later ones (TG_OP_VJP_WRITES); an operand of matmul broadcast over
+ * batches gets beta = 0 from its first batch only. An inner size of 0
  * gives zeros (an empty sum), and no size-0 matrix ever reaches BLAS, which
  * rejects a leading dimension below 1.
  */
@@ -73,7 +74,22 @@ typedef struct mm_args {
     void *c;        /* forward: C; vjp: G */
     void *ga, *gb;  /* vjp only */
     bool vjp;
+    bool add[2];    /* vjp: dA, dB hold gradients to add to (else written) */
+    /* vjp, for an operand broadcast over batches: which of its matrices
+     * hold a contribution yet (NULL: each matrix is reached once) */
+    unsigned char *seen[2];
 } mm_args;
+
+/* Whether the vjp adds to matrix i of operand k: always when the gradient
+ * held one before, else from the second batch that reaches it on. */
+static bool mm_adds(const mm_args *u, int k, int64_t i)
+{
+    if (u->add[k] || !u->seen[k])
+        return u->add[k];
+    bool was = u->seen[k][i];
+    u->seen[k][i] = 1;
+    return was;
+}
 
 /* one row of batches: offsets are in matrices, turned into elements here */
 static void mm_row(void *ud, int64_t cnt, const int64_t off[3], const int64_t inc[3])
@@ -89,12 +105,13 @@ static void mm_row(void *ud, int64_t cnt, const int64_t off[3], const int64_t in
             tg__gemm(u->dt, false, false, u->n, u->m, u->k, a, u->k, b, u->m, false, c, u->m);
             continue;
         }
+        int64_t ia = off[1] + i * inc[1], ib = off[2] + i * inc[2];
         if (u->ga)
-            tg__gemm(u->dt, false, true, u->n, u->k, u->m, c, u->m, b, u->m, true,
-                 (char *)u->ga + (size_t)((off[1] + i * inc[1]) * sa) * es, u->k);
+            tg__gemm(u->dt, false, true, u->n, u->k, u->m, c, u->m, b, u->m, mm_adds(u, 0, ia),
+                     (char *)u->ga + (size_t)(ia * sa) * es, u->k);
         if (u->gb)
-            tg__gemm(u->dt, true, false, u->k, u->m, u->n, a, u->k, c, u->m, true,
-                 (char *)u->gb + (size_t)((off[2] + i * inc[2]) * sb) * es, u->m);
+            tg__gemm(u->dt, true, false, u->k, u->m, u->n, a, u->k, c, u->m, mm_adds(u, 1, ib),
+                     (char *)u->gb + (size_t)(ib * sb) * es, u->m);
     }
 }
 
@@ -139,21 +156,44 @@ static tg_tensor *matmul_forward(tg_ctx *ctx, tg_node *node)
     tg_tensor *c = tg_empty(ctx, a->dtype, nb + 2, shape);
     if (!c)
         return NULL;
-    mm_args u = {a->dtype, n, k, m, a->data, b->data, c->data, NULL, NULL, false};
+    mm_args u = {a->dtype, n, k, m, a->data, b->data, c->data, NULL, NULL, false, {false},
+                 {NULL}};
     mm_run(&u, c, a, b);
     tg_node_value_unused(node, -1); /* the vjp reads both inputs, not the product */
     return c;
 }
 
+/* The matrices of operand k's fresh gradient that no batch reached (all of
+ * them when the product has no batches) are zeros. */
+static void zero_unseen(const mm_args *u, int k, const tg_tensor *grad, int64_t count)
+{
+    size_t bytes = (size_t)(grad->numel / count) * tg_dtype_size(grad->dtype);
+    for (int64_t i = 0; i < count; i++)
+        if (!u->seen[k][i])
+            memset((char *)grad->data + (size_t)i * bytes, 0, bytes);
+}
+
 static tg_status matmul_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                             tg_tensor *const *gin)
 {
-    (void)ctx;
     tg_tensor *a = node->in[0], *b = node->in[1];
     mm_args u = {a->dtype, a->shape[a->ndim - 2], a->shape[a->ndim - 1], b->shape[b->ndim - 1],
                  a->data, b->data, gout->data, gin[0] ? gin[0]->data : NULL,
-                 gin[1] ? gin[1]->data : NULL, true};
+                 gin[1] ? gin[1]->data : NULL, true, {tg_vjp_adds(node, 0), tg_vjp_adds(node, 1)},
+                 {NULL}};
+    int64_t batches = batch_view(gout).numel, count[2];
+    for (int k = 0; k < 2; k++) {
+        count[k] = batch_view(node->in[k]).numel;
+        if (gin[k] && !u.add[k] && count[k] != batches && gin[k]->numel > 0) {
+            u.seen[k] = tg_scratch(ctx, (size_t)count[k], true);
+            if (!u.seen[k])
+                return tg_errcode(ctx);
+        }
+    }
     mm_run(&u, gout, a, b);
+    for (int k = 0; k < 2; k++)
+        if (u.seen[k])
+            zero_unseen(&u, k, gin[k], count[k]);
     return TG_OK;
 }
 
@@ -178,7 +218,7 @@ static const char *const matmul_names[] = {"a", "b", NULL}; /* graph edge labels
 
 const tg_op tg__op_matmul = {.name = "matmul", .min_in = 2, .max_in = 2,
                              .forward = matmul_forward, .vjp = matmul_vjp,
-                             .sample = matmul_sample,
+                             .sample = matmul_sample, .flags = TG_OP_VJP_WRITES,
                              .input_names = matmul_names};
 
 tg_tensor *tg_matmul(tg_ctx *ctx, tg_tensor *a, tg_tensor *b)
