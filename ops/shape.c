@@ -5,9 +5,12 @@
  * reshape shares its input's data. The others move elements, and each
  * move is one strided copy: walk a domain shape, read src at base + the
  * dot product of the index with src strides, write dst likewise. The vjp
- * is the same walk with source and destination swapped, accumulating:
- *   permute: dx[perm view] += g       slice: dx[start::step] += g
- *   pad:     dx += g[interior]        concat: dx_i += g[piece i]
+ * is the same walk with source and destination swapped:
+ *   permute: dx[perm view] (+)= g     slice: dx[start::step] (+)= g, 0 elsewhere
+ *   pad:     dx (+)= g[interior]      concat: dx_i (+)= g[piece i]
+ * Each writes its input's first gradient whole (TG_OP_VJP_WRITES) and adds
+ * later ones; slice writes the zeros around the slice itself, and so does
+ * pad around what a negative padding cropped away.
  * None of the vjps reads a value of the inputs or the output. Every size
  * computed from an attribute is overflow-checked, and an empty copy
  * computes no offsets (those of an empty shape need not fit in int64).
@@ -436,15 +439,66 @@ static tg_tensor *slice_forward(tg_ctx *ctx, tg_node *node)
     return out;
 }
 
+/*
+ * dx (+)= g placed along the axis: x as (outer, n, inner), g as (outer,
+ * len, inner), g's block j going to x's block lo + j step. Written, every
+ * other block of dx is zeros; added, only g's blocks are visited. Blocks
+ * are spread over threads.
+ */
+static void slice_grad(const tg_tensor *x, int axis, int64_t lo, int64_t step,
+                       const tg_tensor *gout, tg_tensor *gx, bool add)
+{
+    if (x->numel == 0)
+        return;
+    int64_t outer = 1, inner = 1, n = x->shape[axis], len = gout->shape[axis];
+    for (int d = 0; d < axis; d++)
+        outer *= x->shape[d];
+    for (int d = axis + 1; d < x->ndim; d++)
+        inner *= x->shape[d];
+    bool par = x->numel >= TG__PAR_GRAIN;
+    TG__DISPATCH(x->dtype, T, {
+        const T *g = gout->data;
+        T *d = gx->data;
+        if (add) {
+            TG__PAR_FOR(par, "omp parallel for collapse(2) schedule(static)",
+            for (int64_t o = 0; o < outer; o++)
+                for (int64_t j = 0; j < len; j++) {
+                    T *dst = d + (o * n + lo + j * step) * inner;
+                    const T *src = g + (o * len + j) * inner;
+                    _Pragma("omp simd")
+                    for (int64_t i = 0; i < inner; i++)
+                        dst[i] += src[i];
+                });
+        } else {
+            TG__PAR_FOR(par, "omp parallel for collapse(2) schedule(static)",
+            for (int64_t o = 0; o < outer; o++)
+                for (int64_t p = 0; p < n; p++) {
+                    T *dst = d + (o * n + p) * inner;
+                    int64_t j = p >= lo ? (p - lo) / step : len;
+                    if (j < len && lo + j * step == p) {
+                        const T *src = g + (o * len + j) * inner;
+                        _Pragma("omp simd")
+                        for (int64_t i = 0; i < inner; i++)
+                            dst[i] = src[i];
+                    } else {
+                        _Pragma("omp simd")
+                        for (int64_t i = 0; i < inner; i++)
+                            dst[i] = 0;
+                    }
+                });
+        }
+    });
+}
+
 static tg_status slice_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                            tg_tensor *const *gin)
 {
     (void)ctx;
     const tg_slice_attrs *a = node->attrs;
     tg_tensor *x = node->in[0];
-    view v;
-    slice_view(x, a, a->axis < 0 ? a->axis + x->ndim : a->axis, gout, &v);
-    view_copy(&v, gout->dtype, gin[0]->data, gout->data, true, true);
+    int axis = a->axis < 0 ? a->axis + x->ndim : a->axis;
+    slice_grad(x, axis, clamp_index(a->start, x->shape[axis]), a->step, gout, gin[0],
+               tg_vjp_adds(node, 0));
     return TG_OK;
 }
 
@@ -469,7 +523,8 @@ static int slice_sample(tg_ctx *ctx, int index, tg_sample *s)
 
 const tg_op tg__op_slice = {.name = "slice", .min_in = 1, .max_in = 1,
                             .attr_size = sizeof(tg_slice_attrs), .forward = slice_forward,
-                            .vjp = slice_vjp, .print_attrs = slice_print, .sample = slice_sample};
+                            .vjp = slice_vjp, .print_attrs = slice_print, .sample = slice_sample,
+                            .flags = TG_OP_VJP_WRITES};
 
 tg_tensor *tg_slice(tg_ctx *ctx, tg_tensor *x, int axis, int64_t start, int64_t end, int64_t step)
 {
@@ -548,12 +603,21 @@ static tg_tensor *pad_forward(tg_ctx *ctx, tg_node *node)
     return out;
 }
 
+/* dx (+)= the interior of g. Negative padding crops: the elements of x it
+ * removed get zeros when dx is written. */
 static tg_status pad_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
 {
     (void)ctx;
+    const tg_pad_attrs *a = node->attrs;
+    tg_tensor *x = node->in[0];
+    bool add = tg_vjp_adds(node, 0), crops = false;
+    for (int d = 0; d < x->ndim; d++)
+        crops |= kept_len(x->shape[d], a->pad[d]) < x->shape[d];
+    if (!add && crops && x->numel > 0)
+        memset(gin[0]->data, 0, (size_t)x->numel * tg_dtype_size(x->dtype));
     view v;
-    pad_view(node->in[0], node->attrs, gout, &v);
-    view_copy(&v, gout->dtype, gin[0]->data, gout->data, true, true);
+    pad_view(x, a, gout, &v);
+    view_copy(&v, gout->dtype, gin[0]->data, gout->data, true, add);
     return TG_OK;
 }
 
@@ -589,7 +653,8 @@ static int pad_sample(tg_ctx *ctx, int index, tg_sample *s)
 
 const tg_op tg__op_pad = {.name = "pad", .min_in = 1, .max_in = 1,
                           .attr_size = sizeof(tg_pad_attrs), .forward = pad_forward,
-                          .vjp = pad_vjp, .print_attrs = pad_print, .sample = pad_sample};
+                          .vjp = pad_vjp, .print_attrs = pad_print, .sample = pad_sample,
+                          .flags = TG_OP_VJP_WRITES};
 
 static tg_tensor *pad_last(tg_ctx *ctx, tg_tensor *x, int dims, const int64_t *pads)
 {
