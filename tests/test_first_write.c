@@ -378,6 +378,122 @@ static tg_tensor *f_bn_w(tg_ctx *c, tg_tensor *const *in) { return bn_run(c, in,
 static tg_tensor *f_bn_b(tg_ctx *c, tg_tensor *const *in) { return bn_run(c, in, false, true, true); }
 static tg_tensor *f_bn_none(tg_ctx *c, tg_tensor *const *in) { return bn_run(c, in, false, false, false); }
 
+/* elementwise: a in [-2, 2], b in [0.5, 2] (a divisor) */
+static int mk_ab(tg_ctx *c, tg_dtype dt, tg_tensor **in, int na, const int64_t *sa, int nb,
+                 const int64_t *sb, bool ga, bool gb)
+{
+    in[0] = mk(c, dt, na, sa, 1, -2, 2, ga);
+    in[1] = mk(c, dt, nb, sb, 2, 0.5, 2, gb);
+    return 2;
+}
+static int mk_ab_same(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_ab(c, dt, in, S(3, 4), S(3, 4), true, true); }
+static int mk_ab_row(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_ab(c, dt, in, S(3, 4), S(4), true, true); }
+static int mk_ab_rowa(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_ab(c, dt, in, S(4), S(3, 4), true, true); }
+static int mk_ab_colrow(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_ab(c, dt, in, S(3, 1), S(1, 4), true, true); }
+static int mk_ab_scalar(tg_ctx *c, tg_dtype dt, tg_tensor **in)
+{
+    in[0] = mk(c, dt, S(3, 4), 1, -2, 2, true);
+    in[1] = mk(c, dt, 0, NULL, 2, 0.5, 2, true);
+    return 2;
+}
+static int mk_ab_size1(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_ab(c, dt, in, S(1, 5, 1), S(2, 1, 3), true, true); }
+static int mk_ab_mid(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_ab(c, dt, in, S(2, 3, 4), S(2, 1, 4), true, true); }
+static int mk_ab_cb(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_ab(c, dt, in, S(3, 4), S(4), true, false); }
+static int mk_ab_ca(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_ab(c, dt, in, S(3, 4), S(3, 1), false, true); }
+static int mk_ab_empty(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_ab(c, dt, in, S(0, 4), S(4), true, true); }
+static int mk_ab_empty_s(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_ab(c, dt, in, S(0, 4), S(0, 4), true, true); }
+static int mk_pos(tg_ctx *c, tg_dtype dt, tg_tensor **in) { in[0] = mk(c, dt, S(3, 4), 1, 0.5, 2, true); return 1; }
+static tg_tensor *f_add(tg_ctx *c, tg_tensor *const *in) { return tg_add(c, in[0], in[1]); }
+static tg_tensor *f_sub(tg_ctx *c, tg_tensor *const *in) { return tg_sub(c, in[0], in[1]); }
+static tg_tensor *f_mul(tg_ctx *c, tg_tensor *const *in) { return tg_mul(c, in[0], in[1]); }
+static tg_tensor *f_div(tg_ctx *c, tg_tensor *const *in) { return tg_div(c, in[0], in[1]); }
+static tg_tensor *f_add_self(tg_ctx *c, tg_tensor *const *in) { return tg_add(c, in[0], in[0]); }
+static tg_tensor *f_sub_self(tg_ctx *c, tg_tensor *const *in) { return tg_sub(c, in[0], in[0]); }
+static tg_tensor *f_mul_self(tg_ctx *c, tg_tensor *const *in) { return tg_mul(c, in[0], in[0]); }
+static tg_tensor *f_div_self(tg_ctx *c, tg_tensor *const *in) { return tg_div(c, in[0], in[0]); }
+/* x against its own first row: a broadcast b whose tensor is also a */
+static tg_tensor *f_mul_row_self(tg_ctx *c, tg_tensor *const *in)
+{
+    return tg_mul(c, in[0], tg_slice(c, in[0], 0, 0, 1, 1));
+}
+static tg_tensor *f_neg(tg_ctx *c, tg_tensor *const *in) { return tg_neg(c, in[0]); }
+static tg_tensor *f_exp(tg_ctx *c, tg_tensor *const *in) { return tg_exp(c, in[0]); }
+static tg_tensor *f_log(tg_ctx *c, tg_tensor *const *in) { return tg_log(c, in[0]); }
+static tg_tensor *f_sqrt(tg_ctx *c, tg_tensor *const *in) { return tg_sqrt(c, in[0]); }
+static tg_tensor *f_pow25(tg_ctx *c, tg_tensor *const *in) { return tg_pow(c, in[0], 2.5); }
+static tg_tensor *f_pow0(tg_ctx *c, tg_tensor *const *in) { return tg_pow(c, in[0], 0.0); }
+static tg_tensor *f_pow3(tg_ctx *c, tg_tensor *const *in) { return tg_pow(c, in[0], 3.0); }
+static tg_tensor *f_pow_neg(tg_ctx *c, tg_tensor *const *in) { return tg_pow(c, in[0], -1.5); }
+static tg_tensor *f_adds(tg_ctx *c, tg_tensor *const *in) { return tg_add_scalar(c, in[0], 0.7); }
+static tg_tensor *f_subs(tg_ctx *c, tg_tensor *const *in) { return tg_sub_scalar(c, in[0], 0.7); }
+static tg_tensor *f_muls(tg_ctx *c, tg_tensor *const *in) { return tg_mul_scalar(c, in[0], -1.3); }
+static tg_tensor *f_divs(tg_ctx *c, tg_tensor *const *in) { return tg_div_scalar(c, in[0], 0.6); }
+/* a chain of ops whose input 0 may take over the gradient's buffer */
+static tg_tensor *f_unary_chain(tg_ctx *c, tg_tensor *const *in)
+{
+    return tg_exp(c, tg_mul_scalar(c, tg_neg(c, tg_add_scalar(c, in[0], 0.5)), 0.5));
+}
+static tg_tensor *f_bin_chain(tg_ctx *c, tg_tensor *const *in)
+{
+    return tg_div(c, tg_mul(c, tg_sub(c, tg_add(c, in[0], in[1]), in[1]), in[1]), in[1]);
+}
+
+/* matmul */
+static int mk_mm(tg_ctx *c, tg_dtype dt, tg_tensor **in, int na, const int64_t *sa, int nb,
+                 const int64_t *sb)
+{
+    in[0] = mk(c, dt, na, sa, 1, -1, 1, true);
+    in[1] = mk(c, dt, nb, sb, 2, -1, 1, true);
+    return 2;
+}
+static int mk_mm2(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_mm(c, dt, in, S(3, 4), S(4, 2)); }
+static int mk_mm_batch(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_mm(c, dt, in, S(2, 3, 4), S(2, 4, 5)); }
+static int mk_mm_bcb(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_mm(c, dt, in, S(2, 3, 4), S(4, 2)); }
+static int mk_mm_bca(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_mm(c, dt, in, S(3, 4), S(3, 4, 2)); }
+static int mk_mm_both(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_mm(c, dt, in, S(2, 1, 3, 4), S(1, 3, 4, 2)); }
+static int mk_mm_size1(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_mm(c, dt, in, S(1, 1), S(3, 1, 2)); }
+static int mk_mm_n0(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_mm(c, dt, in, S(0, 4), S(4, 2)); }
+static int mk_mm_k0(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_mm(c, dt, in, S(3, 0), S(0, 2)); }
+static int mk_mm_b0(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_mm(c, dt, in, S(0, 3, 4), S(1, 4, 2)); }
+static int mk_mm_cb(tg_ctx *c, tg_dtype dt, tg_tensor **in)
+{
+    mk_mm(c, dt, in, S(2, 3, 4), S(4, 2));
+    tg_set_requires_grad(c, in[0], false);
+    return 2;
+}
+static tg_tensor *f_mm(tg_ctx *c, tg_tensor *const *in) { return tg_matmul(c, in[0], in[1]); }
+static tg_tensor *f_mm_self(tg_ctx *c, tg_tensor *const *in) { return tg_matmul(c, in[0], in[0]); }
+
+/* slice and pad */
+static int mk_x45(tg_ctx *c, tg_dtype dt, tg_tensor **in) { in[0] = mk(c, dt, S(4, 5), 1, -2, 2, true); return 1; }
+static int mk_x0_5(tg_ctx *c, tg_dtype dt, tg_tensor **in) { in[0] = mk(c, dt, S(0, 5), 1, -2, 2, true); return 1; }
+static tg_tensor *f_sl_rows(tg_ctx *c, tg_tensor *const *in) { return tg_slice(c, in[0], 0, 1, 3, 1); }
+static tg_tensor *f_sl_step(tg_ctx *c, tg_tensor *const *in) { return tg_slice(c, in[0], 1, 0, 5, 2); }
+static tg_tensor *f_sl_neg(tg_ctx *c, tg_tensor *const *in) { return tg_slice(c, in[0], -1, -3, 100, 1); }
+static tg_tensor *f_sl_mid(tg_ctx *c, tg_tensor *const *in) { return tg_slice(c, in[0], 1, 1, 4, 2); }
+static tg_tensor *f_sl_one(tg_ctx *c, tg_tensor *const *in) { return tg_slice(c, in[0], 2, 1, 2, INT64_MAX); }
+static tg_tensor *f_sl_none(tg_ctx *c, tg_tensor *const *in) { return tg_slice(c, in[0], 0, 3, 1, 1); }
+static tg_tensor *f_sl_all(tg_ctx *c, tg_tensor *const *in) { return tg_slice(c, in[0], 0, 0, 100, 1); }
+/* two slices of one tensor, overlapping */
+static tg_tensor *f_sl_twice(tg_ctx *c, tg_tensor *const *in)
+{
+    return tg_add(c, tg_slice(c, in[0], 1, 0, 3, 1), tg_slice(c, in[0], 1, 2, 5, 1));
+}
+static tg_tensor *f_pad1(tg_ctx *c, tg_tensor *const *in) { return tg_pad1d(c, in[0], 1, 2); }
+static tg_tensor *f_pad2(tg_ctx *c, tg_tensor *const *in) { return tg_pad2d(c, in[0], 1, 0, 2, 1); }
+static tg_tensor *f_pad0(tg_ctx *c, tg_tensor *const *in) { return tg_pad1d(c, in[0], 0, 0); }
+static tg_tensor *f_pad_crop(tg_ctx *c, tg_tensor *const *in) { return tg_pad2d(c, in[0], -1, 2, 1, -2); }
+static tg_tensor *f_pad_crop_all(tg_ctx *c, tg_tensor *const *in) { return tg_pad1d(c, in[0], -2, -3); }
+static tg_tensor *f_pad_first(tg_ctx *c, tg_tensor *const *in)
+{
+    tg_pad_attrs a;
+    memset(&a, 0, sizeof a);
+    a.ndim = in[0]->ndim;
+    a.pad[0][0] = -1;
+    a.pad[0][1] = 2;
+    return tg_apply_named(c, "pad", in, 1, &a);
+}
+
 static const rcase cases[] = {
     {"relu", mk_x34, f_relu, false}, {"relu0", mk_relu0, f_relu, false},
     {"relu_chain", mk_relu0, f_relu_inplace_chain, false},
@@ -445,6 +561,48 @@ static const rcase cases[] = {
     {"bn4_cx", mk_bn4_cx, f_bn, false},
     {"bn2_eval", mk_bn2, f_bn, true}, {"bn4_eval", mk_bn4, f_bn, true},
     {"bn4_eval_cx", mk_bn4_cx, f_bn, true}, {"bn4_eval_b", mk_bn4, f_bn_b, true},
+    {"add", mk_ab_same, f_add, false}, {"sub", mk_ab_same, f_sub, false},
+    {"mul", mk_ab_same, f_mul, false}, {"div", mk_ab_same, f_div, false},
+    {"add_row", mk_ab_row, f_add, false}, {"sub_row", mk_ab_row, f_sub, false},
+    {"mul_row", mk_ab_row, f_mul, false}, {"div_row", mk_ab_row, f_div, false},
+    {"add_rowa", mk_ab_rowa, f_add, false}, {"sub_rowa", mk_ab_rowa, f_sub, false},
+    {"mul_rowa", mk_ab_rowa, f_mul, false}, {"div_rowa", mk_ab_rowa, f_div, false},
+    {"add_colrow", mk_ab_colrow, f_add, false}, {"sub_colrow", mk_ab_colrow, f_sub, false},
+    {"mul_colrow", mk_ab_colrow, f_mul, false}, {"div_colrow", mk_ab_colrow, f_div, false},
+    {"add_scalar_b", mk_ab_scalar, f_add, false}, {"sub_scalar_b", mk_ab_scalar, f_sub, false},
+    {"mul_scalar_b", mk_ab_scalar, f_mul, false}, {"div_scalar_b", mk_ab_scalar, f_div, false},
+    {"add_size1", mk_ab_size1, f_add, false}, {"mul_size1", mk_ab_size1, f_mul, false},
+    {"div_size1", mk_ab_size1, f_div, false}, {"sub_mid", mk_ab_mid, f_sub, false},
+    {"mul_mid", mk_ab_mid, f_mul, false}, {"div_mid", mk_ab_mid, f_div, false},
+    {"mul_const_b", mk_ab_cb, f_mul, false}, {"div_const_b", mk_ab_cb, f_div, false},
+    {"mul_const_a", mk_ab_ca, f_mul, false}, {"div_const_a", mk_ab_ca, f_div, false},
+    {"add_empty", mk_ab_empty, f_add, false}, {"mul_empty", mk_ab_empty, f_mul, false},
+    {"div_empty", mk_ab_empty, f_div, false}, {"mul_empty_same", mk_ab_empty_s, f_mul, false},
+    {"add_self", mk_x34, f_add_self, false}, {"sub_self", mk_x34, f_sub_self, false},
+    {"mul_self", mk_x34, f_mul_self, false}, {"div_self", mk_pos, f_div_self, false},
+    {"mul_row_self", mk_x34, f_mul_row_self, false}, {"bin_chain", mk_ab_same, f_bin_chain, false},
+    {"neg", mk_x34, f_neg, false}, {"exp", mk_x34, f_exp, false}, {"log", mk_pos, f_log, false},
+    {"sqrt", mk_pos, f_sqrt, false}, {"pow2.5", mk_pos, f_pow25, false},
+    {"pow0", mk_pos, f_pow0, false}, {"pow3", mk_x34, f_pow3, false},
+    {"pow-1.5", mk_pos, f_pow_neg, false}, {"add_scalar", mk_x34, f_adds, false},
+    {"sub_scalar", mk_x34, f_subs, false}, {"mul_scalar", mk_x34, f_muls, false},
+    {"div_scalar", mk_x34, f_divs, false}, {"exp_empty", mk_empty, f_exp, false},
+    {"mul_scalar_empty", mk_empty, f_muls, false}, {"unary_chain", mk_x34, f_unary_chain, false},
+    {"matmul", mk_mm2, f_mm, false}, {"matmul_batch", mk_mm_batch, f_mm, false},
+    {"matmul_bcast_b", mk_mm_bcb, f_mm, false}, {"matmul_bcast_a", mk_mm_bca, f_mm, false},
+    {"matmul_bcast_both", mk_mm_both, f_mm, false}, {"matmul_size1", mk_mm_size1, f_mm, false},
+    {"matmul_n0", mk_mm_n0, f_mm, false}, {"matmul_k0", mk_mm_k0, f_mm, false},
+    {"matmul_batch0", mk_mm_b0, f_mm, false}, {"matmul_const_a", mk_mm_cb, f_mm, false},
+    {"matmul_self", mk_sq, f_mm_self, false},
+    {"slice_rows", mk_x45, f_sl_rows, false}, {"slice_step", mk_x45, f_sl_step, false},
+    {"slice_neg", mk_x45, f_sl_neg, false}, {"slice_mid", mk_x342, f_sl_mid, false},
+    {"slice_one", mk_x342, f_sl_one, false}, {"slice_none", mk_x45, f_sl_none, false},
+    {"slice_all", mk_x45, f_sl_all, false}, {"slice_twice", mk_x45, f_sl_twice, false},
+    {"slice_empty", mk_x0_5, f_sl_step, false},
+    {"pad1d", mk_x342, f_pad1, false}, {"pad2d", mk_x342, f_pad2, false},
+    {"pad0", mk_x342, f_pad0, false}, {"pad_crop", mk_x342, f_pad_crop, false},
+    {"pad_crop_all", mk_x45, f_pad_crop_all, false}, {"pad_first", mk_x342, f_pad_first, false},
+    {"pad_empty", mk_x0_5, f_pad1, false},
 };
 enum { N_CASES = (int)(sizeof cases / sizeof cases[0]) };
 
@@ -821,6 +979,12 @@ static int mkb_xy(tg_ctx *c, tg_dtype dt, tg_tensor **in)
 static int mkb_bn(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_bn(c, dt, in, S(16, 3, 30, 30)); }
 static int mkb_bn2(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_bn(c, dt, in, S(12000, 3)); }
 
+static int mkb_row(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_ab(c, dt, in, S(200, 200), S(200), true, true); }
+static int mkb_col(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_ab(c, dt, in, S(200, 200), S(200, 1), true, true); }
+static int mkb_same(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_ab(c, dt, in, S(200, 200), S(200, 200), true, true); }
+static int mkb_mm(tg_ctx *c, tg_dtype dt, tg_tensor **in) { return mk_mm(c, dt, in, S(4, 60, 64), S(64, 130)); }
+static tg_tensor *f_slb(tg_ctx *c, tg_tensor *const *in) { return tg_slice(c, in[0], 1, 3, 37, 2); }
+
 static const rcase big_cases[] = {
     {"conv_c1", mkb_c1, f_conv_p0, false}, {"conv_c1_p1", mkb_c1, f_conv, false},
     {"conv", mkb_conv_g1, f_conv, false}, {"conv_g2", mkb_conv, f_conv_g2, false},
@@ -842,6 +1006,14 @@ static const rcase big_cases[] = {
     {"mse", mkb_xy, f_mse_m, false}, {"bce", mkb_py, f_bce_n, false},
     {"bcel_pw", mkb_xy, f_bcel_pw, false},
     {"bn", mkb_bn, f_bn, false}, {"bn_eval", mkb_bn, f_bn, true}, {"bn2", mkb_bn2, f_bn_w, false},
+    {"add", mkb_same, f_add, false}, {"sub", mkb_same, f_sub, false},
+    {"mul", mkb_same, f_mul, false}, {"div", mkb_same, f_div, false},
+    {"mul_row", mkb_row, f_mul, false}, {"div_col", mkb_col, f_div, false},
+    {"mul_self", mkb_flat, f_mul_self, false}, {"exp", mkb_flat, f_exp, false},
+    {"pow3", mkb_flat, f_pow3, false}, {"mul_scalar", mkb_flat, f_muls, false},
+    {"add_scalar", mkb_flat, f_adds, false}, {"unary_chain", mkb_flat, f_unary_chain, false},
+    {"matmul_bcast_b", mkb_mm, f_mm, false}, {"slice", mkb_flat, f_slb, false},
+    {"slice_last", mkb_flat, f_sl_neg, false}, {"pad1d", mkb_flat, f_pad1, false},
 };
 enum { N_BIG = (int)(sizeof big_cases / sizeof big_cases[0]) };
 

@@ -77,6 +77,64 @@ static tg_tensor *f_bn_relu(tg_ctx *c, tg_tensor *z, tg_tensor *const *p)
     return tg_relu(c, tg_batch_norm(c, z, p[0], p[1], p[2], p[3], 0.1, 1e-5));
 }
 
+static tg_tensor *f_exp(tg_ctx *c, tg_tensor *z, tg_tensor *const *p) { (void)p; return tg_exp(c, z); }
+static tg_tensor *f_neg(tg_ctx *c, tg_tensor *z, tg_tensor *const *p) { (void)p; return tg_neg(c, z); }
+static tg_tensor *f_pow3(tg_ctx *c, tg_tensor *z, tg_tensor *const *p) { (void)p; return tg_pow(c, z, 3.0); }
+static tg_tensor *f_adds(tg_ctx *c, tg_tensor *z, tg_tensor *const *p) { (void)p; return tg_add_scalar(c, z, 0.5); }
+static tg_tensor *f_muls(tg_ctx *c, tg_tensor *z, tg_tensor *const *p) { (void)p; return tg_mul_scalar(c, z, -0.7); }
+static tg_tensor *f_divs(tg_ctx *c, tg_tensor *z, tg_tensor *const *p) { (void)p; return tg_div_scalar(c, z, 3.0); }
+/* log and sqrt of exp(z), which is positive */
+static tg_tensor *f_log_sqrt(tg_ctx *c, tg_tensor *z, tg_tensor *const *p)
+{
+    (void)p;
+    return tg_log(c, tg_sqrt(c, tg_exp(c, z)));
+}
+static tg_tensor *f_unary_chain(tg_ctx *c, tg_tensor *z, tg_tensor *const *p)
+{
+    (void)p;
+    return tg_div_scalar(c, tg_exp(c, tg_mul_scalar(c, tg_neg(c, tg_add_scalar(c, z, 0.5)), 0.3)), 2.0);
+}
+/* z times a constant of its shape */
+static tg_tensor *f_mul_const(tg_ctx *c, tg_tensor *z, tg_tensor *const *p)
+{
+    (void)p;
+    return tg_mul(c, z, filled(c, z->dtype, z->ndim, z->shape, 0.6, false));
+}
+/* b's gradient reads gout, which a's may overwrite: b's must come first */
+static tg_tensor *f_mul_half(tg_ctx *c, tg_tensor *z, tg_tensor *const *p)
+{
+    (void)p;
+    return tg_mul(c, z, tg_mul_scalar(c, z, 0.5));
+}
+static tg_tensor *f_div_sq(tg_ctx *c, tg_tensor *z, tg_tensor *const *p)
+{
+    (void)p;
+    return tg_div(c, z, tg_add_scalar(c, tg_mul(c, z, z), 1.0));
+}
+static tg_tensor *f_sub_add(tg_ctx *c, tg_tensor *z, tg_tensor *const *p)
+{
+    (void)p;
+    return tg_sub(c, tg_add(c, z, tg_exp(c, z)), tg_mul_scalar(c, z, 0.25));
+}
+/* z w + b per channel: the broadcast gradients are sums of gout */
+static tg_tensor *per_channel(tg_ctx *c, tg_tensor *v)
+{
+    return tg_reshape(c, v, 3, (const int64_t[]){C, 1, 1});
+}
+static tg_tensor *f_affine(tg_ctx *c, tg_tensor *z, tg_tensor *const *p)
+{
+    return tg_add(c, tg_mul(c, z, per_channel(c, p[0])), per_channel(c, p[1]));
+}
+static tg_tensor *f_affine_div(tg_ctx *c, tg_tensor *z, tg_tensor *const *p)
+{
+    return tg_sub(c, tg_div(c, z, tg_exp(c, per_channel(c, p[0]))), per_channel(c, p[1]));
+}
+/* input 0 broadcast: z, input 1, never takes over the gradient */
+static tg_tensor *f_bcast_first(tg_ctx *c, tg_tensor *z, tg_tensor *const *p)
+{
+    return tg_add(c, tg_mul(c, per_channel(c, p[0]), z), per_channel(c, p[1]));
+}
+
 static const icase cases[] = {
     {"relu", f_relu, 0, false, true},
     {"leaky_relu", f_leaky, 0, false, true},
@@ -89,6 +147,21 @@ static const icase cases[] = {
     {"batch_norm plain", f_bn_plain, 0, false, true},
     {"batch_norm eval", f_bn, 2, true, true},
     {"batch_norm, relu", f_bn_relu, 2, false, true},
+    {"exp", f_exp, 0, false, true},
+    {"neg", f_neg, 0, false, true},
+    {"pow 3", f_pow3, 0, false, true},
+    {"add_scalar", f_adds, 0, false, true},
+    {"mul_scalar", f_muls, 0, false, true},
+    {"div_scalar", f_divs, 0, false, true},
+    {"exp, sqrt, log", f_log_sqrt, 0, false, true},
+    {"add_scalar, neg, mul_scalar, exp, div_scalar", f_unary_chain, 0, false, true},
+    {"z * constant", f_mul_const, 0, false, true},
+    {"z * (z / 2)", f_mul_half, 0, false, true},
+    {"z / (z^2 + 1)", f_div_sq, 0, false, true},
+    {"z + exp(z) - z / 4", f_sub_add, 0, false, true},
+    {"z w + b per channel", f_affine, 2, false, true},
+    {"z / exp(w) - b per channel", f_affine_div, 2, false, true},
+    {"w z + b, w broadcast", f_bcast_first, 2, false, false},
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 
