@@ -441,9 +441,9 @@ static tg_tensor *slice_forward(tg_ctx *ctx, tg_node *node)
 
 /*
  * dx (+)= g placed along the axis: x as (outer, n, inner), g as (outer,
- * len, inner), g's block j going to x's block lo + j step. Written, every
- * other block of dx is zeros; added, only g's blocks are visited. Blocks
- * are spread over threads.
+ * len, inner), g's block j going to x's block lo + j step. Written, the
+ * blocks between are zeros. One pass over dx per outer index, spread over
+ * threads; a step of 1 makes g's blocks one run.
  */
 static void slice_grad(const tg_tensor *x, int axis, int64_t lo, int64_t step,
                        const tg_tensor *gout, tg_tensor *gx, bool add)
@@ -455,38 +455,37 @@ static void slice_grad(const tg_tensor *x, int axis, int64_t lo, int64_t step,
         outer *= x->shape[d];
     for (int d = axis + 1; d < x->ndim; d++)
         inner *= x->shape[d];
-    bool par = x->numel >= TG__PAR_GRAIN;
+    /* runs of run elements, one per kept block (or one for all when step is 1) */
+    int64_t runs = step == 1 && len > 0 ? 1 : len, run = step == 1 ? len * inner : inner;
+    int64_t gap = len > 1 ? (step - 1) * inner : 0; /* with two kept blocks, step < n */
     TG__DISPATCH(x->dtype, T, {
         const T *g = gout->data;
         T *d = gx->data;
-        if (add) {
-            TG__PAR_FOR(par, "omp parallel for collapse(2) schedule(static)",
-            for (int64_t o = 0; o < outer; o++)
-                for (int64_t j = 0; j < len; j++) {
-                    T *dst = d + (o * n + lo + j * step) * inner;
-                    const T *src = g + (o * len + j) * inner;
+        TG__PAR_FOR(outer > 1 && x->numel >= TG__PAR_GRAIN, "omp parallel for schedule(static)",
+        for (int64_t o = 0; o < outer; o++) {
+            T *dst = d + (o * n + lo) * inner;
+            if (!add && lo > 0)
+                memset(d + o * n * inner, 0, (size_t)(lo * inner) * sizeof(T));
+            for (int64_t r = 0; r < runs; r++) {
+                const T *src = g + (o * len * inner + r * run);
+                T *to = dst + r * (run + gap);
+                if (add) {
                     _Pragma("omp simd")
-                    for (int64_t i = 0; i < inner; i++)
-                        dst[i] += src[i];
-                });
-        } else {
-            TG__PAR_FOR(par, "omp parallel for collapse(2) schedule(static)",
-            for (int64_t o = 0; o < outer; o++)
-                for (int64_t p = 0; p < n; p++) {
-                    T *dst = d + (o * n + p) * inner;
-                    int64_t j = p >= lo ? (p - lo) / step : len;
-                    if (j < len && lo + j * step == p) {
-                        const T *src = g + (o * len + j) * inner;
-                        _Pragma("omp simd")
-                        for (int64_t i = 0; i < inner; i++)
-                            dst[i] = src[i];
-                    } else {
-                        _Pragma("omp simd")
-                        for (int64_t i = 0; i < inner; i++)
-                            dst[i] = 0;
-                    }
-                });
-        }
+                    for (int64_t i = 0; i < run; i++)
+                        to[i] += src[i];
+                } else {
+                    _Pragma("omp simd")
+                    for (int64_t i = 0; i < run; i++)
+                        to[i] = src[i];
+                    if (r + 1 < runs) /* the blocks up to the next kept one */
+                        for (int64_t i = run; i < run + gap; i++)
+                            to[i] = 0;
+                }
+            }
+            int64_t end = runs ? lo + (len - 1) * step + 1 : lo; /* past the last kept block */
+            if (!add && end < n)
+                memset(d + (o * n + end) * inner, 0, (size_t)((n - end) * inner) * sizeof(T));
+        });
     });
 }
 
