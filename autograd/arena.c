@@ -1,16 +1,29 @@
 /*
  * arena.c: the step arena, a list of chunks filled front to back.
  *
+ * A new chunk is at least as large as all the others together (unless the
+ * context asked for fixed chunks), so a step that outgrows the arena takes
+ * a few chunks, not one per large block with a tail left over in each.
+ *
  * Invariants:
  *   - chunks before and including cur hold this step's data; the chunks
  *     after cur are free, and are reused in list order before any new
  *     chunk is allocated, so a step that repeats the previous one's
  *     allocations takes nothing from the allocator;
- *   - reset (and rewind to a mark) only moves cur: O(1);
+ *   - a rewind to a mark only moves cur, and so does a reset but for the
+ *     merge below: O(1);
  *   - every block is TG__ALIGN-aligned.
  * Released gradient buffers go on a free list (kept inside the buffers)
  * and are handed out again by tg__grad_buffer; the list is emptied with
  * the step.
+ *
+ * A step that needed more than one chunk is followed by a merge: the reset
+ * frees every chunk and the next step's first allocation takes one chunk
+ * as large as the most the arena has handed out at once. Steps of a
+ * repeating shape then run in a single chunk with no tail left unused
+ * between blocks (large blocks and scratch given back by kernels would
+ * otherwise scatter a step over many chunks, which the process touches),
+ * and a smaller step (a short last batch, evaluation) fits in it too.
  *
  * In checked mode a reset moves every chunk to a quarantine that holds the
  * last TG_CHECKED_STEPS steps' chunks, so no address is handed out again
@@ -39,7 +52,17 @@
 
 static tg__chunk *chunk_new(tg_ctx *ctx, size_t need)
 {
+    /* at least as large as all the others together: a step that outgrows
+     * the arena takes few chunks, so few tails are left unused */
     size_t cap = need > ctx->chunk_size ? need : ctx->chunk_size;
+    if (cap < ctx->chunk_want)
+        cap = ctx->chunk_want;
+    ctx->chunk_want = 0;
+    size_t total = 0;
+    for (const tg__chunk *c = ctx->chunks; c && !ctx->arena_fixed; c = c->next)
+        total += c->cap;
+    if (cap < total)
+        cap = total;
     size_t head = TG__ROUND_UP(sizeof(tg__chunk), TG__ALIGN);
     size_t block = head + cap + TG__ALIGN; /* slack to align the base */
     unsigned char *raw = tg__malloc(ctx, block);
@@ -130,6 +153,10 @@ void tg__arena_reset(tg_ctx *ctx)
                 (TG_CHECKED_STEPS - 1) * sizeof ctx->quarantine[0]);
         ctx->quarantine[0] = ctx->chunks;
         ctx->chunks = NULL;
+    } else if (ctx->chunks && ctx->chunks->next && !ctx->arena_fixed) {
+        free_chunks(ctx, ctx->chunks); /* merged: see the top of the file */
+        ctx->chunks = NULL;
+        ctx->chunk_want = ctx->arena_peak;
     } else {
         for (tg__chunk *c = ctx->chunks; c; c = c->next)
             POISON(c->base, c->cap);

@@ -9,7 +9,9 @@
  * input gradients. Afterwards the node is consumed (saved values dropped)
  * unless TG_RETAIN_GRAPH (the pointers stay, counted by n_saved_fwd, so a
  * graph drawn after backward still shows what each vjp read), and its output's gradient, an intermediate one,
- * goes back to the arena's free list unless TG_KEEP_GRADS.
+ * goes back to the arena's free list unless TG_KEEP_GRADS. An op with
+ * TG_OP_VJP_INPLACE may instead get that buffer as its input 0's gradient
+ * (can_alias), so a chain of elementwise ops walks back through one buffer.
  *
  * Before a vjp runs, the versions of what it may read (inputs, output,
  * saved tensors) are compared with those forward left: a value written
@@ -275,8 +277,37 @@ static tg_status check_versions(tg_ctx *ctx, const tg_node *node)
     return TG_OK;
 }
 
-static tg_status run_vjp(tg_ctx *ctx, tg_node *node, tg_tensor **gin)
+/*
+ * Whether input 0's gradient may take over the output's buffer: the op
+ * allows it (TG_OP_VJP_INPLACE), the output's gradient dies with this vjp
+ * (not TG_KEEP_GRADS), and input 0 is a step tensor read once by the node,
+ * of the output's dtype and size, with no gradient yet. Never under
+ * gradcheck or checked mode, whose NaN-filled fresh buffers catch an
+ * element a vjp forgets to write (here it would hold the output's
+ * gradient instead).
+ */
+static bool can_alias(const tg_ctx *ctx, const tg_node *node, bool keep_grads)
 {
+    const unsigned both = TG_OP_VJP_WRITES | TG_OP_VJP_INPLACE;
+    if ((node->op->flags & both) != both || keep_grads || ctx->poison_grads > 0 ||
+        ctx->checked || node->n_in < 1)
+        return false;
+    const tg_tensor *x = node->in[0], *y = node->out;
+    if (!x->requires_grad || x->grad || x->persistent || !y->grad || x->dtype != y->dtype ||
+        x->numel != y->numel)
+        return false;
+    for (int k = 1; k < node->n_in; k++)
+        if (node->in[k] == x)
+            return false;
+    return true;
+}
+
+/* Runs node's vjp; *aliased says whether input 0's gradient took over the
+ * output's buffer (which then must not be released). */
+static tg_status run_vjp(tg_ctx *ctx, tg_node *node, tg_tensor **gin, bool keep_grads,
+                         bool *aliased)
+{
+    *aliased = false;
     if (!node->op->vjp)
         return TG_ERROR(ctx, TG_ENOTSUP,
                         "backward: the derivative of %s (tape index %lld) is not implemented: "
@@ -294,6 +325,15 @@ static tg_status run_vjp(tg_ctx *ctx, tg_node *node, tg_tensor **gin)
         gin[k] = NULL;
         if (!x->requires_grad)
             continue;
+        if (k == 0 && can_alias(ctx, node, keep_grads)) {
+            tg_tensor *g = tg__tensor_new(ctx, x->dtype, x->ndim, x->shape, false);
+            if (!g)
+                goto done;
+            g->data = node->out->grad->data; /* the vjp writes it (bit 0 stays clear) */
+            gin[0] = x->grad = g;
+            *aliased = true;
+            continue;
+        }
         if (!(gin[k] = grad_of(ctx, x, &fresh)))
             goto done;
         for (int j = 0; j < k; j++)
@@ -322,11 +362,12 @@ done:
 }
 
 /* run_vjp with the clock and the arena's count read around it. */
-static tg_status run_vjp_profiled(tg_ctx *ctx, tg_node *node, tg_tensor **gin)
+static tg_status run_vjp_profiled(tg_ctx *ctx, tg_node *node, tg_tensor **gin, bool keep_grads,
+                                  bool *aliased)
 {
     size_t b0 = ctx->arena_used;
     uint64_t t0 = tg__now_ns();
-    tg_status st = run_vjp(ctx, node, gin);
+    tg_status st = run_vjp(ctx, node, gin, keep_grads, aliased);
     uint64_t ns = tg__now_ns() - t0;
     node->vjp_ns = ns ? ns : 1;
     node->vjp_bytes = ctx->arena_used > b0 ? ctx->arena_used - b0 : 0;
@@ -368,7 +409,9 @@ static tg_status sweep(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, unsig
                             "TG_RETAIN_GRAPH to the first one to go through it again",
                             (long long)i, node->op->name);
         tg_tensor *y = node->out;
-        if (y->grad && (ctx->profile ? run_vjp_profiled(ctx, node, gin) : run_vjp(ctx, node, gin)))
+        bool keep = flags & TG_KEEP_GRADS, aliased = false;
+        if (y->grad && (ctx->profile ? run_vjp_profiled(ctx, node, gin, keep, &aliased)
+                                     : run_vjp(ctx, node, gin, keep, &aliased)))
             return ctx->errcode;
         if (ctx->grad_hook && fire_hooks(ctx, node, i))
             return ctx->errcode;
@@ -376,8 +419,9 @@ static tg_status sweep(tg_ctx *ctx, tg_tensor *out, const tg_tensor *gout, unsig
             node->consumed = true;
             node->n_saved = 0; /* released; saved[] stays for graphs (n_saved_fwd) */
         }
-        if (!(flags & TG_KEEP_GRADS) && y->grad) {
-            tg__grad_release(ctx, y->grad->data, (size_t)y->numel * tg_dtype_size(y->dtype));
+        if (!keep && y->grad) {
+            if (!aliased) /* else input 0's gradient holds it now */
+                tg__grad_release(ctx, y->grad->data, (size_t)y->numel * tg_dtype_size(y->dtype));
             y->grad = NULL;
         }
     }

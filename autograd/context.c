@@ -119,6 +119,7 @@ tg_ctx *tg__ctx_create(const tg_ctx_opts *opts)
     ctx->alloc_calls = 1;
     ctx->bytes_live = ctx->bytes_peak = sizeof *ctx;
     ctx->chunk_size = o.arena_chunk ? o.arena_chunk : (size_t)1 << 20;
+    ctx->arena_fixed = o.arena_fixed;
     ctx->grad_enabled = true;
     ctx->training = true;
     ctx->checked = o.checked || env_checked();

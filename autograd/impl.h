@@ -82,6 +82,8 @@ struct tg_ctx {
     tg__chunk *chunks;     /* all chunks; those after cur are free */
     tg__chunk *cur;        /* the chunk being filled; NULL right after a reset */
     size_t chunk_size;
+    bool arena_fixed;      /* tg_ctx_opts.arena_fixed: no growth, no merge */
+    size_t chunk_want;     /* the next new chunk's least size (the arena's peak after a merge) */
     size_t arena_used;
     size_t arena_peak;     /* the most arena_used has been, over every step */
     tg__freebuf *freebufs; /* released gradient buffers of this step */

@@ -11,7 +11,8 @@
  * sigmoid never evaluates e^x for a large positive x: with e = e^-|x| it is
  * 1 / (1 + e) for x >= 0 and e / (1 + e) below, so +-1000 give exactly 1
  * and 0 with finite gradients. The vjps write the first contribution to a
- * gradient (TG_OP_VJP_WRITES) and add later ones.
+ * gradient (TG_OP_VJP_WRITES) and add later ones, element by element, so
+ * the input's gradient may reuse the output's (TG_OP_VJP_INPLACE).
  */
 #include "ops_impl.h"
 
@@ -84,8 +85,9 @@ static tg_status act_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_t
     double a = slope_of(node);
     bool add = tg_vjp_adds(node, 0);
     TG__DISPATCH(x->dtype, T, {
-        const T *restrict xs = x->data, *restrict ys = y->data, *restrict g = gout->data;
-        T *restrict gx = gin[0]->data;
+        /* g and gx may be one buffer (TG_OP_VJP_INPLACE): not restrict */
+        const T *restrict xs = x->data, *restrict ys = y->data, *g = gout->data;
+        T *gx = gin[0]->data;
         T ta = (T)a, one = opaque_one;
         int64_t n = x->numel;
         switch (kind) {
@@ -133,7 +135,7 @@ static int act_sample(tg_ctx *ctx, int index, tg_sample *s)
     const tg_op tg__op_##NAME = {.name = #NAME, .min_in = 1, .max_in = 1,                \
                                  .forward = act_forward, .vjp = act_vjp,                 \
                                  .sample = act_sample, .impl = &kinds[KIND],             \
-                                 .flags = TG_OP_VJP_WRITES};                             \
+                                 .flags = TG_OP_VJP_WRITES | TG_OP_VJP_INPLACE};                             \
     tg_tensor *tg_##NAME(tg_ctx *ctx, tg_tensor *x)                                      \
     {                                                                                    \
         return tg_apply(ctx, &tg__op_##NAME, &x, 1, NULL);                               \
@@ -147,7 +149,7 @@ const tg_op tg__op_leaky_relu = {.name = "leaky_relu", .min_in = 1, .max_in = 1,
                                  .attr_size = sizeof(tg_scalar_attrs), .forward = act_forward,
                                  .vjp = act_vjp, .print_attrs = leaky_print,
                                  .sample = act_sample, .impl = &kinds[LEAKY],
-                                 .flags = TG_OP_VJP_WRITES};
+                                 .flags = TG_OP_VJP_WRITES | TG_OP_VJP_INPLACE};
 
 tg_tensor *tg_leaky_relu(tg_ctx *ctx, tg_tensor *x, double negative_slope)
 {

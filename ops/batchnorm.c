@@ -15,7 +15,8 @@
  * (the statistics and the vjp's per-channel sums) runs in double, over
  * lanes in an order fixed by the shape; channels run in parallel, each on
  * one thread, so the thread count changes nothing. The vjp writes first
- * contributions (TG_OP_VJP_WRITES). The
+ * contributions (TG_OP_VJP_WRITES); it reads a channel's g whole before
+ * writing that channel's dx, so dx may reuse g's buffer (TG_OP_VJP_INPLACE). The
  * running statistics are written in place and marked dirty; the vjp reads
  * them only in eval mode (through mu and r), so in training mode their
  * later updates (a second forward) do not block backward, as in PyTorch.
@@ -122,7 +123,7 @@ static tg_status check(tg_ctx *ctx, const tg_node *node, const bn *v)
                 y[k] = (x[k] - mc) * rc + bc;                                                \
         }                                                                                    \
     }                                                                                        \
-    static void dx_row_##SUF(const T *restrict x, const T *restrict g, T *restrict dx,       \
+    static void dx_row_##SUF(const T *restrict x, const T *g, T *dx, /* g, dx: may alias */  \
                              int64_t n, const T *coef, bool batch, bool add)                 \
     {                                                                                        \
         const T mc = coef[0], rc = coef[1], wc = coef[2], md = coef[3], mdxh = coef[4];      \
@@ -396,7 +397,7 @@ static int bn_sample(tg_ctx *ctx, int index, tg_sample *s)
 const tg_op tg__op_batch_norm = {.name = "batch_norm", .min_in = 1, .max_in = 5,
                                  .attr_size = sizeof(tg_batch_norm_attrs), .forward = bn_forward,
                                  .vjp = bn_vjp, .print_attrs = bn_print, .sample = bn_sample,
-                                 .flags = TG_OP_VJP_WRITES};
+                                 .flags = TG_OP_VJP_WRITES | TG_OP_VJP_INPLACE};
 
 tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
                          tg_tensor *running_mean, tg_tensor *running_var, double momentum,

@@ -282,8 +282,14 @@ static tg_tensor *conv_forward(tg_ctx *ctx, tg_node *node)
     tg__conv_desc d = desc_of(&q, x->dtype);
     /* the columns may outlive forward only when the vjp will want dw */
     void **keep = node->recording && w->requires_grad ? &node->aux : NULL;
+    /* the backend's temporaries (oneDNN's reorders, columns not kept) go
+     * back to the arena at once: they would otherwise stay until tg_reset,
+     * through the whole backward sweep */
+    tg__mark m = tg__mark_get(ctx);
     if (tg__conv_pick(&d)->fwd(ctx, &d, x->data, w->data, b ? b->data : NULL, y->data, keep))
         return NULL;
+    if (!node->aux)
+        tg__scratch_release(ctx, m);
     return y;
 }
 

@@ -56,14 +56,19 @@ START_TEST(arena_reuses_memory)
     tg_ctx_opts o = {0};
     o.arena_chunk = 4096;
     tg_ctx *ctx = tg_ctx_new_opts(&o);
-    tg_stats before, after;
+    tg_stats first, before, after;
     for (int step = 0; step < 5; step++) {
         tg_zeros(ctx, TG_F64, TG_SHAPE(100));      /* fits a chunk */
         tg_zeros(ctx, TG_F64, TG_SHAPE(10000));    /* larger than a chunk */
         tg_zeros(ctx, TG_F32, TG_SHAPE(300));
-        tg_ctx_stats(ctx, step == 0 ? &before : &after);
+        tg_ctx_stats(ctx, step == 0 ? &first : step == 1 ? &before : &after);
         tg_reset(ctx);
     }
+    /* the first step took several chunks, merged into one for the second */
+    ck_assert_int_gt(first.arena_chunks, 1);
+    ck_assert_int_eq(before.arena_chunks, 1);
+    ck_assert_int_eq(before.arena_capacity, first.arena_peak);
+    ck_assert_int_eq(first.arena_used, before.arena_used);
     ck_assert_int_eq(before.arena_chunks, after.arena_chunks);
     ck_assert_int_eq(before.arena_capacity, after.arena_capacity);
     ck_assert_int_eq(before.alloc_calls, after.alloc_calls);
@@ -74,6 +79,53 @@ START_TEST(arena_reuses_memory)
     void *p = tg_scratch(ctx, 10, true);
     ck_assert_ptr_nonnull(p);
     ck_assert_int_eq((uintptr_t)p % 64, 0);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
+/* After the merge a smaller step fits the one chunk; a larger one grows the
+ * arena and is merged again; fixed chunks never grow nor merge. */
+START_TEST(arena_merges_and_grows)
+{
+    tg_ctx_opts o = {0};
+    o.arena_chunk = 4096;
+    tg_ctx *ctx = tg_ctx_new_opts(&o);
+    tg_stats st, small, big;
+    for (int i = 0; i < 8; i++)
+        tg_zeros(ctx, TG_F64, TG_SHAPE(1000));
+    tg_reset(ctx);
+    tg_zeros(ctx, TG_F64, TG_SHAPE(1000)); /* the merged chunk, once */
+    tg_ctx_stats(ctx, &st);
+    tg_reset(ctx);
+    for (int i = 0; i < 3; i++) /* smaller: no allocation */
+        tg_zeros(ctx, TG_F64, TG_SHAPE(1500));
+    tg_ctx_stats(ctx, &small);
+    ck_assert_int_eq(small.alloc_calls, st.alloc_calls);
+    ck_assert_int_eq(small.arena_chunks, 1);
+    tg_reset(ctx);
+    for (int i = 0; i < 20; i++) /* larger: chunks at least doubling the arena */
+        tg_zeros(ctx, TG_F64, TG_SHAPE(1000));
+    tg_ctx_stats(ctx, &big);
+    ck_assert_int_eq(big.arena_chunks, 3); /* 64000 + 64000 + 128000 bytes */
+    ck_assert_int_ge(big.arena_capacity, 4 * st.arena_capacity);
+    tg_reset(ctx);
+    tg_zeros(ctx, TG_F64, TG_SHAPE(1));
+    tg_ctx_stats(ctx, &st);
+    ck_assert_int_eq(st.arena_chunks, 1);
+    ck_assert_int_eq(st.arena_capacity, big.arena_peak);
+    ck_assert_int_ge(st.arena_peak, 20 * 8000);
+    tg_ctx_free(ctx);
+
+    o.arena_fixed = true;
+    ctx = tg_ctx_new_opts(&o);
+    for (int step = 0; step < 2; step++) {
+        for (int i = 0; i < 8; i++)
+            tg_zeros(ctx, TG_F64, TG_SHAPE(100));
+        tg_ctx_stats(ctx, &st);
+        tg_reset(ctx);
+    }
+    ck_assert_int_eq(st.arena_chunks, 2); /* 8 x 800 bytes in 4096-byte chunks */
+    ck_assert_int_eq(st.arena_capacity, 2 * 4096);
     tg_ctx_free(ctx);
 }
 END_TEST
@@ -248,6 +300,7 @@ Suite *tg_test_suite(void)
     tc = tcase_create("memory");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, arena_reuses_memory);
+    tcase_add_test(tc, arena_merges_and_grows);
     tcase_add_test(tc, allocator_hook_sees_everything);
     tcase_add_test(tc, steady_state_allocates_nothing);
     tcase_add_test(tc, every_allocation_can_fail);

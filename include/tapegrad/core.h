@@ -90,7 +90,8 @@ typedef struct tg_ctx_opts {
     tg_alloc_fn alloc;   /* NULL: the C library's malloc/realloc/free */
     void *alloc_ud;      /* passed to alloc */
     uint64_t seed;       /* RNG seed (0 is a valid seed) */
-    size_t arena_chunk;  /* bytes per arena chunk; 0: 1 MiB */
+    size_t arena_chunk;  /* bytes of the arena's first chunk; 0: 1 MiB */
+    bool arena_fixed;    /* every chunk arena_chunk bytes (or one block's); see below */
     bool checked;        /* checked mode; see below */
 } tg_ctx_opts;
 
@@ -98,6 +99,16 @@ typedef struct tg_ctx_opts {
  * Creates a context. tg_ctx_new(seed) uses malloc and a 1 MiB arena chunk.
  * Returns NULL only when the context itself cannot be allocated (or the
  * built-in op registry cannot be set up); free with tg_ctx_free.
+ *
+ * The step arena grows by chunks, each new one at least as large as all
+ * the others together. A tg_reset after a step that needed more than one
+ * chunk gives them all back, and the next step takes a single chunk as
+ * large as the most the arena ever held at once: from then on a training
+ * loop runs in one block of memory, and a smaller step fits in it.
+ * opts.arena_fixed keeps every chunk at arena_chunk bytes (a larger block
+ * gets a chunk of its own size) and never merges them, so that with a tiny
+ * arena_chunk every allocation reaches the hook: for testing how a program
+ * copes with allocation failures.
  *
  * Checked mode (opts.checked, or the environment variable TAPEGRAD_CHECKED=1
  * for an existing program): the arena does not hand out the same addresses
@@ -123,8 +134,10 @@ TG_API bool tg_checked(const tg_ctx *ctx);
  * tensor created since the last reset, other than parameters and buffers,
  * dies here (so do intermediate gradients). Parameter values and gradients
  * and buffers survive.
- * The arena keeps its memory, so the next step of the same shape allocates
- * nothing. The error state is not cleared (see tg_clear_error).
+ * The arena keeps its memory (merged into one chunk after a step that took
+ * several; see tg_ctx_new_opts), so the steps of a training loop allocate
+ * nothing after the first two. The error state is not cleared (see
+ * tg_clear_error).
  */
 TG_API void tg_reset(tg_ctx *ctx);
 

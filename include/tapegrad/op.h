@@ -128,6 +128,15 @@ struct tg_node {
  * a zero-fill and a second pass over every gradient. (Checked mode and
  * gradcheck fill such buffers with NaN first, so an element the vjp forgets
  * to write cannot pass for a gradient.)
+ * An op with TG_OP_VJP_WRITES may also set TG_OP_VJP_INPLACE when its vjp
+ * is correct with gin[0]->data == gout->data: it reads every element of
+ * gout it needs before writing the gin[0] elements that share its memory
+ * (an elementwise vjp, or one that reduces a region of gout before writing
+ * the same region). Backward then hands gout's buffer over as input 0's
+ * gradient whenever gout is not needed after this vjp, so a chain of such
+ * ops needs no new gradient buffer (as PyTorch's in-place backward). Such a
+ * vjp must not declare gout or gin[0] restrict. Gradcheck and checked mode
+ * never alias (their NaN-filled buffers test the writes).
  * An op with no vjp must say so with TG_OP_NO_VJP: its outputs still track
  * gradients, and backward through it fails with TG_ENOTSUP naming the op.
  *
@@ -150,7 +159,8 @@ typedef struct tg_sample {
 enum {
     TG_OP_NO_VJP = 1 << 0,        /* no vjp: backward through it is TG_ENOTSUP */
     TG_OP_INT64_INPUTS = 1 << 1,  /* takes int64 inputs (checks their dtypes itself) */
-    TG_OP_VJP_WRITES = 1 << 2     /* the vjp writes first contributions (tg_vjp_adds) */
+    TG_OP_VJP_WRITES = 1 << 2,    /* the vjp writes first contributions (tg_vjp_adds) */
+    TG_OP_VJP_INPLACE = 1 << 3    /* with VJP_WRITES: gin[0] may share gout's memory */
 };
 
 /* In the vjp of an op with TG_OP_VJP_WRITES: whether gin[i] holds a gradient
