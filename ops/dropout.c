@@ -6,7 +6,8 @@
  * key two draws from the context RNG. Element i's bit depends on nothing
  * else, so one pass computes the output in parallel and vectorised, a seed
  * gives the same mask at any thread count, and forward saves only the key
- * (8 bytes, not a tensor of n): the vjp hashes the same bits again.
+ * (8 bytes, not a tensor of n): the vjp hashes the same bits again, element
+ * by element, so dx may reuse the buffer of g (TG_OP_VJP_INPLACE).
  * p = 1 drops everything (m = 0). Eval: y = x, dx += g.
  * p outside [0, 1], NaN included, is TG_EINVAL (as PyTorch). The vjp reads
  * only the key and p, never x or y, so both may be written after forward.
@@ -101,8 +102,8 @@ static tg_status dropout_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
     bool add = tg_vjp_adds(node, 0);
     int64_t n = gout->numel;
     TG__DISPATCH(gout->dtype, T, {
-        const T *restrict g = gout->data;
-        T *restrict gx = gin[0]->data;
+        const T *g = gout->data; /* g and gx may be one buffer (TG_OP_VJP_INPLACE) */
+        T *gx = gin[0]->data;
         T tk = (T)keep;
         if (saved && add) {
             PAR_SIMD(for (int64_t i = 0; i < n; i++)
@@ -113,7 +114,7 @@ static tg_status dropout_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
         } else if (add) {
             PAR_SIMD(for (int64_t i = 0; i < n; i++)
                 gx[i] += g[i];);
-        } else {
+        } else if (gx != g) {
             memcpy(gx, g, (size_t)n * sizeof *g);
         }
     });
@@ -148,7 +149,8 @@ static int dropout_sample(tg_ctx *ctx, int index, tg_sample *s)
 const tg_op tg__op_dropout = {.name = "dropout", .min_in = 1, .max_in = 1,
                               .attr_size = sizeof(tg_dropout_attrs), .forward = dropout_forward,
                               .vjp = dropout_vjp, .print_attrs = dropout_print,
-                              .sample = dropout_sample, .flags = TG_OP_VJP_WRITES};
+                              .sample = dropout_sample,
+                              .flags = TG_OP_VJP_WRITES | TG_OP_VJP_INPLACE};
 
 tg_tensor *tg_dropout(tg_ctx *ctx, tg_tensor *x, double p)
 {
