@@ -17,6 +17,9 @@
  */
 #include "conv_impl.h"
 
+/* At most this many taps: forward adds them all in one pass. */
+enum { FUSE_TAPS = 16 };
+
 bool tg__conv_direct_fits(const tg__conv_desc *d)
 {
     return d->c == 1 && d->g == 1 && d->sh == 1 && d->sw == 1 && d->dh == 1 && d->dw == 1 &&
@@ -49,17 +52,101 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
         }
 
 #define DIRECT_KERNELS(T, SFX)                                                                  \
+    /* a . b over n elements in four quarters, each its own vector sum (one                  \
+     * chain of dependent adds would wait an add's latency per vector),                        \
+     * added in double */                                                                      \
+    static double dot_##SFX(const T *restrict a, const T *restrict b, int64_t n)               \
+    {                                                                                          \
+        const int64_t q = n / 4;                                                               \
+        const T *a1 = a + q, *a2 = a + 2 * q, *a3 = a + 3 * q;                                 \
+        const T *b1 = b + q, *b2 = b + 2 * q, *b3 = b + 3 * q;                                 \
+        T p0 = 0, p1 = 0, p2 = 0, p3 = 0;                                                      \
+        _Pragma("omp simd reduction(+ : p0, p1, p2, p3)")                                      \
+        for (int64_t i = 0; i < q; i++) {                                                      \
+            p0 += a[i] * b[i];                                                                 \
+            p1 += a1[i] * b1[i];                                                               \
+            p2 += a2[i] * b2[i];                                                               \
+            p3 += a3[i] * b3[i];                                                               \
+        }                                                                                      \
+        double s = (double)p0 + (double)p1 + (double)p2 + (double)p3;                          \
+        for (int64_t i = 4 * q; i < n; i++)                                                    \
+            s += (double)(a[i] * b[i]);                                                        \
+        return s;                                                                              \
+    }                                                                                          \
+                                                                                               \
+    /* Output row oy of one image and filter: with few taps (FUSE_TAPS), one                   \
+     * pass adds every tap to each output in the order the unfused passes                      \
+     * would (bias, then (i, j) in order), so the sums are the same; the                       \
+     * columns at the ends, where some taps fall outside the row, come first                   \
+     * and last, tap by tap. */                                                                \
+    static void fwd_row_##SFX(const tg__conv_desc *d, const int64_t *lo, const int64_t *hi,    \
+                              const T *xp, const T *wk, T bias, T *restrict yr, int64_t oy)    \
+    {                                                                                          \
+        const T *src[FUSE_TAPS];                                                               \
+        T wt[FUSE_TAPS];                                                                       \
+        int64_t nt = 0, a = 0, e = d->ow; /* [a, e): every tap inside */                       \
+        for (int64_t i = 0; i < d->r; i++) {                                                   \
+            const int64_t iy = oy - d->ph + i;                                                 \
+            if (iy < 0 || iy >= d->h)                                                          \
+                continue;                                                                      \
+            for (int64_t j = 0; j < d->s; j++) {                                               \
+                src[nt] = xp + iy * d->w + j - d->pw;                                          \
+                wt[nt++] = wk[i * d->s + j];                                                   \
+                a = lo[j] > a ? lo[j] : a;                                                     \
+                e = hi[j] < e ? hi[j] : e;                                                     \
+            }                                                                                  \
+        }                                                                                      \
+        if (e < a)                                                                             \
+            e = a;                                                                             \
+        for (int64_t ox = 0; ox < d->ow; ox++) {                                               \
+            if (ox == a)                                                                       \
+                ox = e; /* the middle is below */                                              \
+            if (ox >= d->ow)                                                                   \
+                break;                                                                         \
+            T v = bias;                                                                        \
+            for (int64_t t = 0, i = 0; i < d->r; i++) {                                        \
+                const int64_t iy = oy - d->ph + i;                                             \
+                if (iy < 0 || iy >= d->h)                                                      \
+                    continue;                                                                  \
+                for (int64_t j = 0; j < d->s; j++, t++)                                        \
+                    if (ox >= lo[j] && ox < hi[j])                                             \
+                        v += wt[t] * src[t][ox];                                               \
+            }                                                                                  \
+            yr[ox] = v;                                                                        \
+        }                                                                                      \
+        if (nt == 2) { /* B1's kernel of 2 */                                                  \
+            const T w0 = wt[0], w1 = wt[1], *s0 = src[0], *s1 = src[1];                        \
+            _Pragma("omp simd")                                                                \
+            for (int64_t ox = a; ox < e; ox++)                                                 \
+                yr[ox] = bias + w0 * s0[ox] + w1 * s1[ox];                                     \
+            return;                                                                            \
+        }                                                                                      \
+        _Pragma("omp simd")                                                                    \
+        for (int64_t ox = a; ox < e; ox++) {                                                   \
+            T v = bias;                                                                        \
+            for (int64_t t = 0; t < nt; t++)                                                   \
+                v += wt[t] * src[t][ox];                                                       \
+            yr[ox] = v;                                                                        \
+        }                                                                                      \
+    }                                                                                          \
+                                                                                               \
     static void fwd_##SFX(const tg__conv_desc *d, const T *x, const T *w, const T *b, T *y)    \
     {                                                                                          \
         int64_t lo[64], hi[64];                                                                \
         col_spans(d, lo, hi);                                                                  \
         const int64_t ohw = d->oh * d->ow, hw = d->h * d->w, rs = d->r * d->s;                 \
+        const bool fused = rs <= FUSE_TAPS;                                                    \
         TG__PAR_FOR(d->n * d->k * ohw * rs >= TG__PAR_GRAIN, "omp parallel for collapse(2)", \
         for (int64_t n = 0; n < d->n; n++)                                                     \
             for (int64_t k = 0; k < d->k; k++) {                                               \
                 T *restrict yp = y + (n * d->k + k) * ohw;                                     \
                 const T *xp = x + n * hw, *wk = w + k * rs;                                    \
                 const T bias = b ? b[k] : (T)0;                                                \
+                if (fused) {                                                                   \
+                    for (int64_t oy = 0; oy < d->oh; oy++)                                     \
+                        fwd_row_##SFX(d, lo, hi, xp, wk, bias, yp + oy * d->ow, oy);           \
+                    continue;                                                                  \
+                }                                                                              \
                 _Pragma("omp simd")                                                            \
                 for (int64_t i = 0; i < ohw; i++)                                              \
                     yp[i] = bias;                                                              \
@@ -119,11 +206,7 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
                     const T *restrict gr = gp + oy * d->ow;                                    \
                     const T *restrict xr = xp + iy * d->w;                                     \
                     const int64_t off = j - d->pw;                                             \
-                    T part = 0;                                                                \
-                    _Pragma("omp simd reduction(+ : part)")                                    \
-                    for (int64_t ox = lo[j]; ox < hi[j]; ox++)                                 \
-                        part += gr[ox] * xr[ox + off];                                         \
-                    acc += (double)part;                                                       \
+                    acc += dot_##SFX(gr + lo[j], xr + lo[j] + off, hi[j] - lo[j]);             \
                 }                                                                              \
             }                                                                                  \
             dw[kij] = add ? (T)((double)dw[kij] + acc) : (T)acc;                               \

@@ -1,14 +1,16 @@
 /*
  * dropout.c: inverted dropout.
  *
- * Training: m_i = (u_i >= p) / (1 - p), y = x * m; the mask m is saved;
- * dx += g * m. The u_i are 32-bit integers compared with p 2^32: u_i is a
- * hash of (key, i), the key two draws from the context RNG. Element i's bit
- * depends on nothing else, so one pass fills mask and output in parallel
- * and vectorised, and a seed gives the same mask at any thread count.
+ * Training: m_i = (u_i >= p) / (1 - p), y = x * m; dx += g * m. The u_i
+ * are 32-bit integers compared with p 2^32: u_i is a hash of (key, i), the
+ * key two draws from the context RNG. Element i's bit depends on nothing
+ * else, so one pass computes the output in parallel and vectorised, a seed
+ * gives the same mask at any thread count, and forward saves only the key
+ * (8 bytes, not a tensor of n): the vjp hashes the same bits again, element
+ * by element, so dx may reuse the buffer of g (TG_OP_VJP_INPLACE).
  * p = 1 drops everything (m = 0). Eval: y = x, dx += g.
  * p outside [0, 1], NaN included, is TG_EINVAL (as PyTorch). The vjp reads
- * only the mask, never x or y, so both may be written after forward.
+ * only the key and p, never x or y, so both may be written after forward.
  */
 #include "ops_impl.h"
 
@@ -46,9 +48,18 @@ static uint64_t draw_key(tg_ctx *ctx)
     return a << 11 ^ b;
 }
 
+/* What p makes of the mask: element i is kept, scaled by *keep, when its
+ * bits are >= *thr (ceil(p 2^32)); p = 1 keeps nothing through keep = 0. */
+static void mask_params(double p, uint32_t *thr, double *keep)
+{
+    double thr_d = ceil(p * 0x1.0p32);
+    *thr = thr_d >= 0x1.0p32 ? UINT32_MAX : (uint32_t)thr_d;
+    *keep = p < 1 ? 1.0 / (1.0 - p) : 0.0;
+}
+
 static tg_tensor *dropout_forward(tg_ctx *ctx, tg_node *node)
 {
-    double p = ((const tg_dropout_attrs *)node->attrs)->p;
+    double p = ((const tg_dropout_attrs *)node->attrs)->p, keep;
     tg_tensor *x = node->in[0];
     if (!(p >= 0 && p <= 1)) {
         TG_ERROR(ctx, TG_EINVAL, "dropout: p = %s is outside [0, 1]", tg__num(p));
@@ -59,27 +70,23 @@ static tg_tensor *dropout_forward(tg_ctx *ctx, tg_node *node)
     if (!tg_training(ctx) || p == 0)
         return tg_copy(ctx, x);
     tg_tensor *y = tg_empty(ctx, x->dtype, x->ndim, x->shape);
-    tg_tensor *mask = tg_empty(ctx, x->dtype, x->ndim, x->shape);
-    if (!y || !mask)
+    uint64_t *saved = node->recording ? tg_scratch(ctx, sizeof *saved, false) : NULL;
+    if (!y || (node->recording && !saved))
         return NULL;
-    double keep = p < 1 ? 1.0 / (1.0 - p) : 0.0;
-    /* keep u when u >= ceil(p 2^32); p = 1 keeps nothing through keep = 0 */
-    double thr_d = ceil(p * 0x1.0p32);
-    uint32_t thr = thr_d >= 0x1.0p32 ? UINT32_MAX : (uint32_t)thr_d;
+    uint32_t thr;
+    mask_params(p, &thr, &keep);
     uint64_t key = draw_key(ctx);
     int64_t n = x->numel;
     TG__DISPATCH(x->dtype, T, {
         const T *restrict xs = x->data;
-        T *restrict o = y->data, *restrict m = mask->data;
+        T *restrict o = y->data;
         T tk = (T)keep;
-        PAR_SIMD(for (int64_t i = 0; i < n; i++) {
-            T mi = bits_of(key, i) >= thr ? tk : 0;
-            m[i] = mi;
-            o[i] = xs[i] * mi;
-        });
+        PAR_SIMD(for (int64_t i = 0; i < n; i++)
+            o[i] = xs[i] * (bits_of(key, i) >= thr ? tk : 0););
     });
-    if (node->recording && !tg_node_save(ctx, node, mask))
-        return NULL;
+    if (saved)
+        *saved = key;
+    node->aux = saved;
     return y;
 }
 
@@ -87,22 +94,27 @@ static tg_status dropout_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
                              tg_tensor *const *gin)
 {
     (void)ctx;
-    const tg_tensor *mask = node->n_saved ? node->saved[0] : NULL; /* none in eval mode */
+    double p = ((const tg_dropout_attrs *)node->attrs)->p, keep;
+    const uint64_t *saved = node->aux; /* none in eval mode or with p = 0 */
+    uint64_t key = saved ? *saved : 0;
+    uint32_t thr;
+    mask_params(p, &thr, &keep);
     bool add = tg_vjp_adds(node, 0);
     int64_t n = gout->numel;
     TG__DISPATCH(gout->dtype, T, {
-        const T *restrict g = gout->data, *restrict m = mask ? mask->data : NULL;
-        T *restrict gx = gin[0]->data;
-        if (m && add) {
+        const T *g = gout->data; /* g and gx may be one buffer (TG_OP_VJP_INPLACE) */
+        T *gx = gin[0]->data;
+        T tk = (T)keep;
+        if (saved && add) {
             PAR_SIMD(for (int64_t i = 0; i < n; i++)
-                gx[i] += g[i] * m[i];);
-        } else if (m) {
+                gx[i] += g[i] * (bits_of(key, i) >= thr ? tk : 0););
+        } else if (saved) {
             PAR_SIMD(for (int64_t i = 0; i < n; i++)
-                gx[i] = g[i] * m[i];);
+                gx[i] = g[i] * (bits_of(key, i) >= thr ? tk : 0););
         } else if (add) {
             PAR_SIMD(for (int64_t i = 0; i < n; i++)
                 gx[i] += g[i];);
-        } else {
+        } else if (gx != g) {
             memcpy(gx, g, (size_t)n * sizeof *g);
         }
     });
@@ -137,7 +149,8 @@ static int dropout_sample(tg_ctx *ctx, int index, tg_sample *s)
 const tg_op tg__op_dropout = {.name = "dropout", .min_in = 1, .max_in = 1,
                               .attr_size = sizeof(tg_dropout_attrs), .forward = dropout_forward,
                               .vjp = dropout_vjp, .print_attrs = dropout_print,
-                              .sample = dropout_sample, .flags = TG_OP_VJP_WRITES};
+                              .sample = dropout_sample,
+                              .flags = TG_OP_VJP_WRITES | TG_OP_VJP_INPLACE};
 
 tg_tensor *tg_dropout(tg_ctx *ctx, tg_tensor *x, double p)
 {

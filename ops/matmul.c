@@ -17,6 +17,31 @@
 #include <cblas.h>
 #include <limits.h>
 
+/* Products this small cost BLAS more in its dispatch (buffers, packing,
+ * the driver for each transpose) than in arithmetic: B2's layers are
+ * 1 x 2 x 2, B1's last one 64 x 1 x 32. A plain loop, summing in double. */
+enum { SMALL_GEMM = 4096 };
+
+#define SMALL_GEMM_FN(SUF, T)                                                                  \
+    static void small_gemm_##SUF(bool ta, bool tb, int64_t m, int64_t n, int64_t k,            \
+                                 const T *a, int64_t lda, const T *b, int64_t ldb, bool acc,   \
+                                 T *c, int64_t ldc)                                            \
+    {                                                                                          \
+        const int64_t as = ta ? 1 : lda, ap = ta ? lda : 1; /* a(i, p) = a[i as + p ap] */     \
+        const int64_t bp = tb ? 1 : ldb, bs = tb ? ldb : 1; /* b(p, j) = b[p bp + j bs] */     \
+        for (int64_t i = 0; i < m; i++)                                                        \
+            for (int64_t j = 0; j < n; j++) {                                                  \
+                double s = 0;                                                                  \
+                for (int64_t p = 0; p < k; p++)                                                \
+                    s += (double)a[i * as + p * ap] * (double)b[p * bp + j * bs];              \
+                T *o = c + i * ldc + j;                                                        \
+                *o = acc ? (T)(*o + (T)s) : (T)s;                                              \
+            }                                                                                  \
+    }
+SMALL_GEMM_FN(f32, float)
+SMALL_GEMM_FN(f64, double)
+#define small_gemm(T) _Generic((T)0, float: small_gemm_f32, double: small_gemm_f64)
+
 void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
                  int64_t lda, const void *b, int64_t ldb, bool accumulate, void *c, int64_t ldc)
 {
@@ -28,6 +53,10 @@ void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, co
             for (int64_t i = 0; i < m; i++)
                 memset((char *)c + (size_t)(i * ldc) * tg_dtype_size(dt), 0,
                        (size_t)n * tg_dtype_size(dt));
+        return;
+    }
+    if (m * n * k <= SMALL_GEMM) {
+        TG__DISPATCH(dt, T, small_gemm(T)(ta, tb, m, n, k, a, lda, b, ldb, accumulate, c, ldc););
         return;
     }
     if (dt == TG_F32)

@@ -7,8 +7,9 @@
  *   OH = floor((H + 2 ph - dh (kh - 1) - 1 [+ sh - 1 in ceil mode]) / sh) + 1,
  *   less one in ceil mode when (OH - 1) sh >= H + ph (the last window would
  *   start in the right padding); OH < 1 is an error (OW likewise)
- *   max: the largest in-bounds value (padding is -inf); the flat index of the
- *        maximum is saved, and dx[argmax] += g. Ties go to the first, a NaN
+ *   max: the largest in-bounds value (padding is -inf); the maximum's tap
+ *        in its window is saved (a byte per output for kernels of up to 255
+ *        taps), and dx[argmax] += g. Ties go to the first, a NaN
  *        beats every number and a later NaN beats an earlier one, as in
  *        PyTorch's max_pool2d_with_indices, so a window with a NaN gives NaN
  *        and sends its gradient to its last NaN. A window without an
@@ -22,7 +23,7 @@
  *        the mean of each plane (summed in double; NaN for an empty plane,
  *        as torch.mean)
  * No vjp reads an input or output value (max pooling reads its saved
- * indices). As in PyTorch, only the batch of a pooled input may be empty.
+ * taps). As in PyTorch, only the batch of a pooled input may be empty.
  * Planes are computed in parallel (each alone, so the thread count changes
  * nothing). Every vjp writes its first contribution (TG_OP_VJP_WRITES):
  * zeros where no window reaches, in the same pass over each plane.
@@ -176,20 +177,34 @@ static void taps(int64_t start, int64_t k, int64_t d, int64_t n, int64_t *i0, in
 /* Loops over the planes run in parallel when the input is large enough. */
 #define PAR_PLANES(q) ((q)->planes * (q)->h * (q)->w >= TG__PAR_GRAIN)
 
+/* Max pooling saves each window's arg-max as its tap within the window,
+ * i kw + j for row i and column j of the kernel (dilation and padding
+ * included, so the vjp finds the input element from the window's origin
+ * alone): one byte when the kernel has at most 255 taps, NO_TAP for a
+ * window that reaches no input element; else an int64, -1 for none. */
+#define NO_TAP 255
+
+static bool small_kernel(const pgeom *q)
+{
+    return q->kh <= NO_TAP / q->kw;
+}
+
 /* The common case of max pooling (kernel 2, stride 2, no padding, no
  * dilation, every window inside the input) has its own kernel, whose
- * arg-max is 0 to 3 in the window's row-major order, an int32 (as wide as
- * a float, so that the loop vectorises four windows at a time). */
+ * arg-max is the tap 0 to 3. */
 static bool max_2x2(const pgeom *q)
 {
     return q->kh == 2 && q->kw == 2 && q->sh == 2 && q->sw == 2 && q->ph == 0 && q->pw == 0 &&
            q->dh == 1 && q->dw == 1 && 2 * q->oh <= q->h && 2 * q->ow <= q->w;
 }
 
-/* One output row of the 2x2 case from input rows r0 and r1: the general
- * kernel's comparisons in the same order (a later element wins when larger
- * or NaN), written with the quiet comparisons and selects so that the loop
- * vectorises; one body for float and double. */
+/* One output row of the 2x2 case from input rows r0 and r1, its taps into
+ * ix: the general kernel's comparisons in the same order (a later element
+ * wins when larger or NaN), written with the quiet comparisons and selects
+ * so that the loop vectorises; one body for float and double. The taps are
+ * int32, as wide as a float, so that the loop takes four windows at a time
+ * (byte taps would make it take sixteen, more than most rows have, and
+ * leave short rows to the scalar remainder). */
 #define MAX2_ROW(NAME, T)                                                                  \
     static void NAME(const T *restrict r0, const T *restrict r1, T *restrict o,            \
                      int32_t *restrict ix, int64_t ow)                                     \
@@ -211,26 +226,60 @@ static bool max_2x2(const pgeom *q)
 MAX2_ROW(max2_row_f32, float)
 MAX2_ROW(max2_row_f64, double)
 
-/* Plane p of the 2x2 case; arg receives each window's arg-max. */
-static void max2_plane(const pgeom *q, const tg_tensor *x, tg_tensor *y, int32_t *arg, int64_t p)
+/* The 2x2 kernel's int32 taps wait in a buffer of MAX2_BUF and go to the
+ * saved bytes in one vectorised pass: n of them from k to d (k has room
+ * for a whole vector past n). */
+#define MAX2_BUF 1024
+
+static void narrow_taps(uint8_t *restrict d, int32_t *restrict k, int64_t n)
 {
-    const int64_t w = q->w, ow = q->ow;
-    for (int64_t oy = 0; oy < q->oh; oy++) {
-        int64_t in = p * q->h * w + 2 * oy * w, out = (p * q->oh + oy) * ow;
-        if (x->dtype == TG_F32)
-            max2_row_f32((const float *)x->data + in, (const float *)x->data + in + w,
-                         (float *)y->data + out, arg + out, ow);
-        else
-            max2_row_f64((const double *)x->data + in, (const double *)x->data + in + w,
-                         (double *)y->data + out, arg + out, ow);
-    }
+    uint8_t b[MAX2_BUF + 16];
+    int64_t whole = (n + 15) & ~(int64_t)15;
+    memset(k + n, 0, (size_t)(whole - n) * sizeof *k);
+    for (int64_t i = 0; i < whole; i++)
+        b[i] = (uint8_t)k[i];
+    memcpy(d, b, (size_t)n);
 }
 
-/* Plane p of y = each window's maximum; arg (when not NULL) its flat index
- * in the plane, -1 for a window that reaches no input element (y is then
- * -inf). A window's rows are found once per output row. */
-static void max_plane(const pgeom *q, const tg_tensor *x, tg_tensor *y, int64_t *arg, int64_t p)
+/* Planes [p0, p1) of the 2x2 case; arg receives each window's tap. The
+ * planes' outputs (and taps) follow one another, so one buffer serves them
+ * all: small planes make short narrowing passes otherwise. */
+static void max2_planes(const pgeom *q, const tg_tensor *x, tg_tensor *y, uint8_t *arg,
+                        int64_t p0, int64_t p1)
 {
+    int32_t k[MAX2_BUF + 16];
+    const int64_t w = q->w, ow = q->ow;
+    int64_t done = p0 * q->oh * ow, filled = 0; /* taps [done, done + filled) are in k */
+    for (int64_t p = p0; p < p1; p++)
+        for (int64_t oy = 0; oy < q->oh; oy++)
+            for (int64_t ox0 = 0; ox0 < ow; ox0 += MAX2_BUF) {
+                const int64_t n = ow - ox0 < MAX2_BUF ? ow - ox0 : MAX2_BUF;
+                const int64_t in = p * q->h * w + 2 * oy * w + 2 * ox0;
+                const int64_t out = (p * q->oh + oy) * ow + ox0;
+                if (filled + n > MAX2_BUF) {
+                    narrow_taps(arg + done, k, filled);
+                    done += filled;
+                    filled = 0;
+                }
+                if (x->dtype == TG_F32)
+                    max2_row_f32((const float *)x->data + in, (const float *)x->data + in + w,
+                                 (float *)y->data + out, k + filled, n);
+                else
+                    max2_row_f64((const double *)x->data + in, (const double *)x->data + in + w,
+                                 (double *)y->data + out, k + filled, n);
+                filled += n;
+            }
+    narrow_taps(arg + done, k, filled);
+}
+
+/* Plane p of y = each window's maximum (-inf for a window that reaches no
+ * input element); arg (when not NULL) its tap, a byte with small_kernel,
+ * else an int64. A window's rows are found once per output row. */
+static void max_plane(const pgeom *q, const tg_tensor *x, tg_tensor *y, void *arg, int64_t p)
+{
+    const bool small = small_kernel(q);
+    uint8_t *arg8 = arg;
+    int64_t *arg64 = arg;
     TG__DISPATCH(x->dtype, T, {
         const T *xs = (const T *)x->data + p * q->h * q->w;
         T *o = (T *)y->data + p * q->oh * q->ow;
@@ -247,13 +296,15 @@ static void max_plane(const pgeom *q, const tg_tensor *x, tg_tensor *y, int64_t 
                         T v = xs[row + j * q->dw];
                         if (best < 0 || v > high || isnan(v)) {
                             high = v;
-                            best = row + j * q->dw;
+                            best = i * q->kw + j;
                         }
                     }
                 }
                 o[at] = high;
-                if (arg)
-                    arg[p * q->oh * q->ow + at] = best;
+                if (arg && small)
+                    arg8[p * q->oh * q->ow + at] = best < 0 ? NO_TAP : (uint8_t)best;
+                else if (arg)
+                    arg64[p * q->oh * q->ow + at] = best;
             }
         }
     });
@@ -451,33 +502,39 @@ static tg_tensor *pool_forward(tg_ctx *ctx, tg_node *node)
             avg_plane(&q, x, y, p););
         return y;
     }
-    /* the arg-max indices, one byte or one int64 each (y's element count
-     * is at most INT64_MAX / 8) */
+    /* the arg-max taps, one byte or one int64 each (y's element count is
+     * at most INT64_MAX / 8) */
     bool fast = max_2x2(&q);
-    size_t each = fast ? sizeof(int32_t) : sizeof(int64_t);
+    size_t each = small_kernel(&q) ? sizeof(uint8_t) : sizeof(int64_t);
     void *arg = NULL; /* the 2x2 kernel always writes them: they cost as much as y */
     if ((node->recording || fast) && !(arg = tg_scratch(ctx, (size_t)y->numel * each, false)))
         return NULL;
+    if (fast) {
+        /* blocks of planes that fill the 2x2 kernel's buffer */
+        const int64_t per = q.oh * q.ow < MAX2_BUF ? MAX2_BUF / (q.oh * q.ow) : 1;
+        const int64_t blocks = (q.planes + per - 1) / per;
+        TG__PAR_FOR(PAR_PLANES(&q), "omp parallel for schedule(static)",
+        for (int64_t b = 0; b < blocks; b++)
+            max2_planes(&q, x, y, arg, b * per, b + 1 < blocks ? (b + 1) * per : q.planes););
+        node->aux = node->recording ? arg : NULL;
+        return y;
+    }
     TG__PAR_FOR(PAR_PLANES(&q), "omp parallel for schedule(static)",
-    for (int64_t p = 0; p < q.planes; p++) {
-        if (fast)
-            max2_plane(&q, x, y, arg, p);
-        else
-            max_plane(&q, x, y, arg, p);
-    });
+    for (int64_t p = 0; p < q.planes; p++)
+        max_plane(&q, x, y, arg, p););
     node->aux = node->recording ? arg : NULL;
     return y;
 }
 
 /* Plane p of the 2x2 case: each window of dx gets g at its arg-max and,
  * when writing, 0 elsewhere (rows and columns outside every window too). */
-static void max2_backward(const pgeom *q, const int32_t *arg, const tg_tensor *gout,
+static void max2_backward(const pgeom *q, const uint8_t *arg, const tg_tensor *gout,
                           tg_tensor *gx, bool add, int64_t p)
 {
     const int64_t w = q->w, ow = q->ow;
     TG__DISPATCH(gout->dtype, T, {
         const T *g = (const T *)gout->data + p * q->oh * ow;
-        const int32_t *ix = arg + p * q->oh * ow;
+        const uint8_t *ix = arg + p * q->oh * ow;
         T *d = (T *)gx->data + p * q->h * w;
         for (int64_t oy = 0; oy < q->oh; oy++, g += ow, ix += ow) {
             T *r0 = d + 2 * oy * w; /* the window rows r0 and r0 + w */
@@ -497,21 +554,39 @@ static void max2_backward(const pgeom *q, const int32_t *arg, const tg_tensor *g
     });
 }
 
-/* Plane p: dx[argmax] += g, for the windows that have an argmax (dx's
- * plane zeroed first when writing). */
-static void max_backward(const pgeom *q, const int64_t *arg, const tg_tensor *gout, tg_tensor *gx,
-                         bool add, int64_t p)
+/* Where each tap of a small kernel lies from its window's origin (the
+ * top row's left column, padding included) in a plane. */
+static void tap_offsets(const pgeom *q, int64_t *off)
 {
-    const int64_t n = q->oh * q->ow;
+    for (int64_t i = 0; i < q->kh; i++)
+        for (int64_t j = 0; j < q->kw; j++)
+            off[i * q->kw + j] = i * q->dh * q->w + j * q->dw;
+}
+
+/* Plane p: dx[argmax] += g for the windows that have an argmax (dx's plane
+ * zeroed first when writing); off holds tap_offsets for a small kernel,
+ * whose taps are bytes, and is NULL for int64 taps. */
+static void max_backward(const pgeom *q, const void *arg, const int64_t *off,
+                         const tg_tensor *gout, tg_tensor *gx, bool add, int64_t p)
+{
+    const int64_t n = q->oh * q->ow, w = q->w;
+    const uint8_t *arg8 = off ? (const uint8_t *)arg + p * n : NULL;
+    const int64_t *arg64 = off ? NULL : (const int64_t *)arg + p * n;
     TG__DISPATCH(gout->dtype, T, {
         const T *g = (const T *)gout->data + p * n;
-        const int64_t *ix = arg + p * n;
-        T *d = (T *)gx->data + p * q->h * q->w;
+        T *d = (T *)gx->data + p * q->h * w;
         if (!add)
-            memset(d, 0, (size_t)(q->h * q->w) * sizeof(T));
-        for (int64_t i = 0; i < n; i++)
-            if (ix[i] >= 0)
-                d[ix[i]] += g[i];
+            memset(d, 0, (size_t)(q->h * w) * sizeof(T));
+        for (int64_t oy = 0; oy < q->oh; oy++) {
+            const int64_t top = oy * q->sh - q->ph;
+            for (int64_t ox = 0; ox < q->ow; ox++) {
+                const int64_t at = oy * q->ow + ox, origin = top * w + ox * q->sw - q->pw;
+                if (arg8 && arg8[at] != NO_TAP)
+                    d[origin + off[arg8[at]]] += g[at];
+                else if (arg64 && arg64[at] >= 0)
+                    d[origin + arg64[at] / q->kw * q->dh * w + arg64[at] % q->kw * q->dw] += g[at];
+            }
+        }
     });
 }
 
@@ -554,14 +629,20 @@ static tg_status pool_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_
         return tg_errcode(ctx);
     const bool add = tg_vjp_adds(node, 0), max = pool_max(node), fast = max && max_2x2(&q);
     if (max && !node->aux)
-        return TG_ERROR(ctx, TG_EINTERNAL, "%s: the arg-max indices were not saved",
+        return TG_ERROR(ctx, TG_EINTERNAL, "%s: the arg-max taps were not saved",
                         node->op->name);
+    int64_t off[NO_TAP];
+    const int64_t *offp = NULL; /* the general kernel's taps are bytes */
+    if (max && !fast && small_kernel(&q)) {
+        tap_offsets(&q, off);
+        offp = off;
+    }
     TG__PAR_FOR(PAR_PLANES(&q), "omp parallel for schedule(static)",
     for (int64_t p = 0; p < q.planes; p++) {
         if (fast)
             max2_backward(&q, node->aux, gout, gin[0], add, p);
         else if (max)
-            max_backward(&q, node->aux, gout, gin[0], add, p);
+            max_backward(&q, node->aux, offp, gout, gin[0], add, p);
         else
             avg_backward(&q, gout, gin[0], add, p);
     });

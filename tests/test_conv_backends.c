@@ -32,6 +32,8 @@ static const ccase cases[] = {
     {2, 1, 1, 20, 1, 1, 2, 1, 1, 0, 0, 1, 1, 1, true, true},  /* B1's conv1d */
     {2, 1, 4, 3, 2, 3, 3, 1, 1, 3, 3, 1, 1, 1, false, false}, /* padding beyond the kernel */
     {1, 1, 5, 6, 3, 2, 4, 1, 1, 0, 1, 1, 1, 1, true, false},  /* uneven kernel and padding */
+    {2, 1, 6, 37, 2, 4, 4, 1, 1, 1, 2, 1, 1, 1, true, false}, /* 16 taps fused, rows not a multiple of 4 */
+    {3, 1, 1, 43, 2, 1, 2, 1, 1, 0, 1, 1, 1, 1, false, true}, /* conv1d of 2 taps, longer rows */
 };
 
 static int64_t out_len(int64_t n, int64_t k, int64_t s, int64_t p, int64_t d)

@@ -140,7 +140,7 @@ static const icase cases[] = {
     {"leaky_relu", f_leaky, 0, false, true},
     {"sigmoid", f_sigmoid, 0, false, true},
     {"tanh", f_tanh, 0, false, true},
-    {"dropout", f_dropout, 0, false, false},
+    {"dropout", f_dropout, 0, false, true},
     {"relu, sigmoid, tanh", f_chain, 0, false, true},
     {"relu(z) + z", f_relu_plus, 0, false, false},
     {"batch_norm affine", f_bn, 2, false, true},

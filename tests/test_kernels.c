@@ -4,7 +4,8 @@
  * 1 and at 2 threads on inputs large enough to be split (each kernel sums
  * in a fixed order, whatever the thread count), in float32 and float64,
  * except where BLAS computes (linear's products, compared to a tolerance);
- * dropout draws the same mask from the same seed.
+ * dropout draws the same mask from the same seed, and its vjp (which
+ * hashes the mask again) uses forward's mask.
  */
 #include <string.h>
 
@@ -154,6 +155,58 @@ START_TEST(dropout_mask_by_seed)
 }
 END_TEST
 
+/* The vjp hashes the mask again from the saved key: dx = g m with the m of
+ * forward's y = x m, bit for bit, for x never 0 (so that y shows m), both
+ * dtypes, in checked mode (a gradient element the vjp fails to write is
+ * NaN); with a second use of x, dx = g m + g. p = 1 writes zeros; in eval
+ * mode dx = g. */
+static void check_dropout_grad(tg_dtype dt, double p, bool training, bool twice)
+{
+    tg_ctx_opts o = {.seed = 9, .checked = true};
+    tg_ctx *ctx = tg_ctx_new_opts(&o);
+    ck_assert_ptr_nonnull(ctx);
+    tg_set_training(ctx, training);
+    tg_tensor *x = tg_rand(ctx, dt, TG_SHAPE(ROWS, COLS), 1, 2);
+    tg_tensor *g = tg_rand(ctx, dt, TG_SHAPE(ROWS, COLS), -1, 1);
+    ck_assert_int_eq(tg_set_requires_grad(ctx, x, true), TG_OK);
+    tg_tensor *y = tg_dropout(ctx, x, p);
+    tg_tensor *out = twice ? tg_add(ctx, y, x) : y;
+    ck_assert_msg(out != NULL, "%s", tg_errmsg(ctx));
+    ck_assert_int_eq(tg_backward_ex(ctx, out, g, 0), TG_OK);
+    const double keep = training ? (p < 1 ? 1.0 / (1.0 - p) : 0.0) : 1.0;
+    int64_t kept = 0;
+    TG_DISPATCH_FLOAT(dt, T, {
+        const T *xs = x->data, *ys = y->data, *gs = g->data, *dx = x->grad->data;
+        for (int64_t i = 0; i < x->numel; i++) {
+            T m = ys[i] != 0 ? (T)keep : 0;
+            ck_assert_msg(ys[i] == xs[i] * m, "%s p=%g: y[%lld] = %g is not x m", tg_dtype_name(dt),
+                          p, (long long)i, (double)ys[i]);
+            T want = twice ? gs[i] * m + gs[i] : gs[i] * m;
+            ck_assert_msg(dx[i] == want, "%s p=%g: dx[%lld] = %.17g, expected %.17g",
+                          tg_dtype_name(dt), p, (long long)i, (double)dx[i], (double)want);
+            kept += m != 0;
+        }
+    });
+    /* the mask is not trivial when it should not be */
+    if (training && p > 0 && p < 1)
+        ck_assert(kept > 0 && kept < x->numel);
+    tg_ctx_free(ctx);
+}
+
+START_TEST(dropout_grad_is_forward_mask)
+{
+    for (int d = 0; d < 2; d++) {
+        tg_dtype dt = d ? TG_F64 : TG_F32;
+        check_dropout_grad(dt, 0.3, true, false);
+        check_dropout_grad(dt, 0.5, true, true);
+        check_dropout_grad(dt, 0.9, true, false);
+        check_dropout_grad(dt, 1.0, true, false);
+        check_dropout_grad(dt, 0.0, true, true);
+        check_dropout_grad(dt, 0.5, false, false);
+    }
+}
+END_TEST
+
 Suite *tg_test_suite(void)
 {
     Suite *s = suite_create("kernels");
@@ -161,6 +214,7 @@ Suite *tg_test_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, one_and_two_threads_agree, 0, N_KERNELS);
     tcase_add_test(tc, dropout_mask_by_seed);
+    tcase_add_test(tc, dropout_grad_is_forward_mask);
     suite_add_tcase(s, tc);
     return s;
 }

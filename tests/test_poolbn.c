@@ -1,8 +1,9 @@
 /*
  * test_poolbn.c: the parallel and vectorised kernels of pooling and batch
  * norm: one and two threads give the same values, and max pooling's 2x2
- * stride-2 kernel agrees with a plain reference (odd sizes, ceil mode,
- * NaN, -inf and ties), gradients included.
+ * stride-2 kernel and its general kernel, whose saved arg-max is a byte
+ * or an int64 by kernel size, agree with a plain reference (odd sizes,
+ * padding, dilation, ceil mode, NaN, -inf and ties), gradients included.
  */
 #include <string.h>
 
@@ -296,6 +297,126 @@ START_TEST(max2_accumulates)
 }
 END_TEST
 
+/* ------------------------------------------------------------ saved taps */
+
+/* Max pooling in general saves each window's arg-max as its tap within the
+ * kernel: a byte for kernels of up to 255 taps, an int64 beyond. Each case
+ * against the definition, with ties, NaN and -inf everywhere. */
+typedef struct mp_case {
+    bool one;           /* max_pool1d: h = 1, the kernel's entries in a[0] */
+    int64_t h, w;
+    tg_pool_attrs a;
+    const char *desc;
+} mp_case;
+
+static const mp_case MPS[] = {
+    {false, 8, 9, {{3, 3}, {2, 2}, {1, 1}, {1, 1}, false, false}, "3x3 stride 2 pad 1"},
+    {false, 9, 8, {{4, 3}, {1, 2}, {2, 1}, {2, 1}, true, false}, "4x3 dilated rows, ceil"},
+    {false, 13, 14, {{5, 5}, {3, 2}, {2, 2}, {2, 3}, false, false}, "5x5 dilation (2, 3)"},
+    {false, 18, 19, {{15, 17}, {3, 2}, {7, 8}, {1, 1}, false, false}, "15x17: 255 taps, bytes"},
+    {false, 22, 26, {{16, 17}, {3, 4}, {8, 8}, {2, 2}, true, false}, "16x17 dilated: 272 taps, int64"},
+    {false, 5, 2, {{2, 2}, {1, 1}, {1, 1}, {1, 3}, false, false}, "windows over padding only"},
+    {true, 1, 23, {{5, 0}, {2, 0}, {2, 0}, {3, 0}, false, false}, "1-D k 5 dilation 3"},
+    {true, 1, 260, {{255, 0}, {5, 0}, {127, 0}, {1, 0}, false, false}, "1-D k 255, bytes"},
+    {true, 1, 310, {{300, 0}, {7, 0}, {150, 0}, {2, 0}, true, false}, "1-D k 300 dilated, int64"},
+};
+
+/* Max pooling of one (h, w) plane as PyTorch defines it: the first maximum
+ * of each window's in-bounds taps, a later NaN beating all; -inf and no
+ * arg-max (-1) for a window without one. Returns how many lack one. */
+static int64_t ref_max(const mp_case *c, const double *x, int64_t oh, int64_t ow, double *y,
+                       int64_t *arg)
+{
+    const int64_t kh = c->one ? 1 : c->a.kernel[0], kw = c->a.kernel[c->one ? 0 : 1];
+    const int64_t sh = c->one ? 1 : c->a.stride[0], sw = c->a.stride[c->one ? 0 : 1];
+    const int64_t ph = c->one ? 0 : c->a.padding[0], pw = c->a.padding[c->one ? 0 : 1];
+    const int64_t dh = c->one ? 1 : c->a.dilation[0], dw = c->a.dilation[c->one ? 0 : 1];
+    int64_t empty = 0;
+    for (int64_t oy = 0; oy < oh; oy++)
+        for (int64_t ox = 0; ox < ow; ox++) {
+            int64_t best = -1;
+            double high = -INFINITY;
+            for (int64_t i = 0; i < kh; i++)
+                for (int64_t j = 0; j < kw; j++) {
+                    int64_t r = oy * sh - ph + i * dh, col = ox * sw - pw + j * dw;
+                    if (r < 0 || r >= c->h || col < 0 || col >= c->w)
+                        continue;
+                    double v = x[r * c->w + col];
+                    if (best < 0 || v > high || isnan(v)) {
+                        high = v;
+                        best = r * c->w + col;
+                    }
+                }
+            y[oy * ow + ox] = high;
+            arg[oy * ow + ox] = best;
+            empty += best < 0;
+        }
+    return empty;
+}
+
+/* Case c in dtype dt: y, and dx through two uses of the pooling (the second
+ * vjp adds to the first's written gradient), against the reference, in
+ * checked mode (fresh gradient buffers hold NaN, so an element the vjp
+ * fails to write shows). */
+static void check_taps(const mp_case *c, tg_dtype dt)
+{
+    tg_ctx_opts o = {.seed = 5, .checked = true};
+    tg_ctx *ctx = tg_ctx_new_opts(&o);
+    ck_assert_ptr_nonnull(ctx);
+    const int64_t planes = 6, hw = c->h * c->w;
+    double *xv = malloc((size_t)(planes * hw) * sizeof *xv);
+    ck_assert_ptr_nonnull(xv);
+    for (int64_t i = 0; i < planes * hw; i++)
+        xv[i] = tricky(ctx);
+    tg_tensor *x = c->one ? tg_from_f64(ctx, dt, TG_SHAPE(2, 3, c->w), xv)
+                          : tg_from_f64(ctx, dt, TG_SHAPE(2, 3, c->h, c->w), xv);
+    ck_assert_ptr_nonnull(x);
+    ck_assert_int_eq(tg_set_requires_grad(ctx, x, true), TG_OK);
+    tg_tensor *y1 = c->one ? tg_max_pool1d_opts(ctx, x, &c->a) : tg_max_pool2d_opts(ctx, x, &c->a);
+    tg_tensor *y2 = c->one ? tg_max_pool1d_opts(ctx, x, &c->a) : tg_max_pool2d_opts(ctx, x, &c->a);
+    ck_assert_msg(y1 && y2, "%s: %s", c->desc, tg_errmsg(ctx));
+    const int64_t oh = c->one ? 1 : y1->shape[2], ow = y1->shape[y1->ndim - 1], n = oh * ow;
+    double *yr = malloc((size_t)(planes * n) * sizeof *yr);
+    double *gv = malloc((size_t)(planes * n) * sizeof *gv);
+    double *dx = calloc((size_t)(planes * hw), sizeof *dx);
+    int64_t *arg = malloc((size_t)(planes * n) * sizeof *arg), empty = 0;
+    ck_assert(yr && gv && dx && arg);
+    for (int64_t p = 0; p < planes; p++)
+        empty += ref_max(c, xv + p * hw, oh, ow, yr + p * n, arg + p * n);
+    for (int64_t i = 0; i < planes * n; i++) {
+        gv[i] = (double)(i % 7) + 1;
+        if (arg[i] >= 0)
+            dx[(i / n) * hw + arg[i]] += 2 * gv[i];
+    }
+    /* the case that means to have windows without an in-bounds tap has them */
+    ck_assert_msg((empty > 0) == (strstr(c->desc, "padding only") != NULL), "%s: %lld empty",
+                  c->desc, (long long)empty);
+    for (int64_t i = 0; i < planes * n; i++) {
+        double got = tg_get(y1, i);
+        ck_assert_msg(isnan(yr[i]) ? isnan(got) : got == yr[i], "%s %s: y[%lld] = %g, expected %g",
+                      c->desc, tg_dtype_name(dt), (long long)i, got, yr[i]);
+    }
+    tg_tensor *g = tg_from_f64(ctx, dt, y1->ndim, y1->shape, gv);
+    tg_tensor *y = tg_add(ctx, y1, y2);
+    ck_assert_int_eq(tg_backward_ex(ctx, y, g, 0), TG_OK);
+    for (int64_t i = 0; i < x->numel; i++)
+        ck_assert_msg(tg_get(x->grad, i) == dx[i], "%s %s: dx[%lld] = %g, expected %g", c->desc,
+                      tg_dtype_name(dt), (long long)i, tg_get(x->grad, i), dx[i]);
+    free(xv);
+    free(yr);
+    free(gv);
+    free(dx);
+    free(arg);
+    tg_ctx_free(ctx);
+}
+
+START_TEST(max_taps_against_reference)
+{
+    check_taps(&MPS[_i], TG_F32);
+    check_taps(&MPS[_i], TG_F64);
+}
+END_TEST
+
 /* Average pooling with windows that tile the input (kernel = stride, no
  * padding) takes its own pass: against the definition, including rows and
  * columns no window reaches, both dtypes, written and then added to. */
@@ -372,6 +493,7 @@ Suite *tg_test_suite(void)
     tcase_add_test(tc, max2_against_reference);
     tcase_add_test(tc, max2_accumulates);
     tcase_add_test(tc, avg_tiled_against_reference);
+    tcase_add_loop_test(tc, max_taps_against_reference, 0, (int)(sizeof MPS / sizeof MPS[0]));
     suite_add_tcase(s, tc);
     return s;
 }
