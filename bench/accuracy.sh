@@ -88,6 +88,7 @@ for ((s = 0; s < seeds; s++)); do
     fi
     pct() { awk -v x="$1" 'BEGIN { if (x == "fail") print x; else printf "%.2f", 100 * x }'; }
     rows+=("| $s | $(pct "$tg_a") | $tg_l | $(pct "$pt_a") | $pt_l |")
+    echo "  ${rows[-1]}" >&2
 done
 
 # Mean and sample standard deviation of each side (in points), the
@@ -111,10 +112,10 @@ BEGIN {
     m1 = mean(a, n1); m2 = mean(b, n2)
     printf "- tapegrad: mean %.2f %%", m1
     if (n1 > 1) { v1 = var(a, n1, m1); printf ", standard deviation %.2f points", sqrt(v1) }
-    printf " (%d seeds)\n", n1
+    printf " (%d seed%s)\n", n1, n1 > 1 ? "s" : ""
     printf "- PyTorch: mean %.2f %%", m2
     if (n2 > 1) { v2 = var(b, n2, m2); printf ", standard deviation %.2f points", sqrt(v2) }
-    printf " (%d seeds)\n", n2
+    printf " (%d seed%s)\n", n2, n2 > 1 ? "s" : ""
     d = m1 - m2
     printf "- difference of the means (tapegrad - PyTorch): %+.2f points", d
     if (n1 > 1 && n2 > 1) {
