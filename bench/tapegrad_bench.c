@@ -3,7 +3,7 @@
  * B1-B6 of WORKLOADS.md; torch_ref.py is PyTorch's side).
  *
  *   tapegrad-bench WORKLOAD [--threads N] [--steps S] [--warmup W] [--json]
- *                           [--epochs E] [--data DIR]
+ *                           [--seed S] [--profile] [--epochs E] [--data DIR]
  *
  * Each workload builds the network torch_ref.py builds (same shapes,
  * PyTorch's default initialisation, same optimiser and settings, float32,
@@ -17,6 +17,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cblas.h>
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@
 
 static const char usage[] =
     "usage: tapegrad-bench WORKLOAD [--threads N] [--steps S] [--warmup W] [--json]\n"
+    "                               [--seed S] [--profile]\n"
     "                               [--epochs E] [--data DIR] [--test-batches T]\n"
     "\n"
     "WORKLOAD: seed1d (B1), mlp2 (B2), lenet (B3), conv (B4), cnnbn (B5), fmnist (B6),\n"
@@ -42,6 +44,10 @@ static const char usage[] =
     "  --steps S     timed steps (default 50); fmnist: batches per epoch (default all)\n"
     "  --warmup W    untimed warm-up steps (default 3; fmnist has none)\n"
     "  --json        print the result as one JSON object\n"
+    "  --seed S      the context's seed (default 0, as torch.manual_seed(0));\n"
+    "                fmnist: the shuffle's stream too\n"
+    "  --profile     time every op (tg_set_profile) and print tg_profile_print's\n"
+    "                table to stderr after the run (not for sgemm)\n"
     "  --epochs E    fmnist: epochs (default 1)\n"
     "  --data DIR    fmnist: the IDX files (default " TG_FASHION_MNIST_DIR ")\n"
     "  --test-batches T  fmnist: evaluate only the first T test batches (default all;\n"
@@ -360,7 +366,8 @@ typedef struct options {
     long long steps; /* 0: the default */
     long long warmup, epochs;
     long long test_batches; /* 0: all */
-    bool json;
+    unsigned long long seed;
+    bool json, profile;
     const char *data;
 } options;
 
@@ -384,6 +391,20 @@ static bool parse_int(const char *s, long long lo, long long hi, long long *out)
     return true;
 }
 
+/* A seed: any unsigned 64-bit decimal, as torch.manual_seed takes. */
+static bool parse_seed(const char *s, unsigned long long *out)
+{
+    char *end;
+    if (!s || *s < '0' || *s > '9')
+        return false;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || errno)
+        return false;
+    *out = v;
+    return true;
+}
+
 /* 0 when parsed, 1 for --help (usage printed), 2 for a bad command line. */
 static int parse_options(int argc, char **argv, options *o)
 {
@@ -398,6 +419,10 @@ static int parse_options(int argc, char **argv, options *o)
         }
         if (!strcmp(a, "--json")) {
             o->json = true;
+            continue;
+        }
+        if (!strcmp(a, "--profile")) {
+            o->profile = true;
             continue;
         }
         if (strncmp(a, "--", 2)) {
@@ -430,6 +455,8 @@ static int parse_options(int argc, char **argv, options *o)
             ok = parse_int(val, 1, 100000, &o->epochs);
         else if (len == 14 && !strncmp(a, "--test-batches", len))
             ok = parse_int(val, 1, 1LL << 40, &o->test_batches);
+        else if (len == 6 && !strncmp(a, "--seed", len))
+            ok = parse_seed(val, &o->seed);
         else if (len == 6 && !strncmp(a, "--data", len))
             ok = *(o->data = val) != '\0';
         else
@@ -439,6 +466,8 @@ static int parse_options(int argc, char **argv, options *o)
     }
     if (!o->workload)
         return bad_usage("%s", "no workload given");
+    if (o->profile && !strcmp(o->workload, "sgemm"))
+        return bad_usage("%s", "--profile: sgemm runs no ops");
     o->threads = threads ? (int)threads : tg_num_threads();
     return 0;
 }
@@ -517,7 +546,7 @@ static int bench_step(void *ud) { return step(ud) != TG_OK; }
 
 static int run_steps(const options *o, result *res)
 {
-    tg_ctx *ctx = tg_ctx_new(0); /* torch.manual_seed(0) */
+    tg_ctx *ctx = tg_ctx_new(o->seed); /* torch.manual_seed(0) by default */
     if (!ctx)
         return fail(o->workload, NULL);
     bench b = {.ctx = ctx};
@@ -533,11 +562,12 @@ static int run_steps(const options *o, result *res)
     else
         build_cnnbn(&b);
     tg_set_training(ctx, true);
-    if (getenv("TGB_PROFILE")) tg_set_profile(ctx, true);
+    tg_set_profile(ctx, o->profile);
     int rc = tg_errcode(ctx) || time_steps(bench_step, &b, o, res, b.flop) ? fail(w, ctx) : 0;
     if (!rc)
         put_memory(res, ctx);
-    if (getenv("TGB_PROFILE")) tg_profile_print(ctx, stderr);
+    if (!rc && o->profile && tg_profile_print(ctx, stderr))
+        rc = fail(w, ctx);
     tg_optim_free(ctx, b.opt);
     tg_model_free(ctx, b.m);
     tg_ctx_free(ctx);
@@ -618,14 +648,15 @@ static tg_status evaluate(tg_ctx *ctx, tg_model *m, const tg_dataset *ds, int64_
 /*
  * B6: the cnnbn network trained on Fashion-MNIST. The data sets keep their
  * pixels as bytes; each batch converts its own examples to float32 / 255
- * (tg_dataset_batch). The epoch's shuffle draws from its own seed-0 stream,
- * apart from the one initialisation and dropout draw from, as torch_ref.py
- * shuffles with its own torch.Generator.
+ * (tg_dataset_batch). The epoch's shuffle draws from its own stream, apart
+ * from the one initialisation and dropout draw from, as torch_ref.py
+ * shuffles with its own torch.Generator; both start from --seed (default 0,
+ * as torch_ref.py seeds both with 0).
  */
 static int run_fmnist(const options *o, result *res)
 {
     const char *dir = o->data ? o->data : TG_FASHION_MNIST_DIR;
-    tg_ctx *ctx = tg_ctx_new(0);
+    tg_ctx *ctx = tg_ctx_new(o->seed);
     if (!ctx)
         return fail("fmnist", NULL);
     double t0 = now();
@@ -633,7 +664,8 @@ static int run_fmnist(const options *o, result *res)
     tg_dataset *test = train ? tg_fashion_mnist(ctx, dir, "test") : NULL;
     double load_s = now() - t0, load_rss = peak_rss_mib();
 
-    tg_seed(ctx, 0);
+    tg_seed(ctx, o->seed);
+    tg_set_profile(ctx, o->profile);
     tg_rng_state shuffle = tg_rng_get(ctx), main_rng;
     tg_model *m = test ? parse(ctx, cnnbn_tgm, "cnnbn") : NULL;
     tg_optim *opt = m ? adam(ctx, m) : NULL;
@@ -679,6 +711,8 @@ static int run_fmnist(const options *o, result *res)
         evaluate(ctx, m, test, examples, &test_loss, &correct);
     double eval_s = now() - t_eval;
     int rc = 0;
+    if (!tg_errcode(ctx) && o->profile)
+        tg_profile_print(ctx, stderr);
     if (tg_errcode(ctx)) {
         rc = fail("fmnist", ctx); /* a missing directory's message names the package */
     } else {
