@@ -18,9 +18,10 @@
 #include <limits.h>
 
 /* Products this small cost BLAS more in its dispatch (buffers, packing,
- * the driver for each transpose) than in arithmetic: B2's layers are
- * 1 x 2 x 2, B1's last one 64 x 1 x 32. A plain loop, summing in double. */
-enum { SMALL_GEMM = 4096 };
+ * the driver for each transpose) than in arithmetic (B2's layers are
+ * 1 x 2 x 2): a plain loop, summing in double. It is scalar, so larger
+ * ones (B1's last layer, 64 x 1 x 32) go to BLAS. */
+enum { SMALL_GEMM = 256 };
 
 #define SMALL_GEMM_FN(SUF, T)                                                                  \
     static void small_gemm_##SUF(bool ta, bool tb, int64_t m, int64_t n, int64_t k,            \

@@ -30,6 +30,8 @@
  */
 #include "ops_impl.h"
 
+#include <float.h>
+
 #include <inttypes.h>
 #include <math.h>
 
@@ -355,13 +357,20 @@ static double exact_reciprocal(double div)
     {                                                                                      \
         const int64_t kh = q->kh, kw = q->kw, w = q->w;                                    \
         const double div = (double)(kh * kw), inv = exact_reciprocal(div);                 \
-        if (kh == 1 && kw == 2) { /* pairs along a row (B1): the same sums, one pass */    \
+        if (kh == 1 && kw == 2) { /* pairs along a row (B1), in one pass */                 \
+            /* (a + b) / 2 rounded once, in T's vector width: a sum small enough to     \
+             * lose bits when halved is exact, and a larger one halves exactly; a sum   \
+             * that overflows is taken as a/2 + b/2 (exact halves); NaN and infinity    \
+             * pass through either way */                                                \
+            const T half = (T)0.5, top = sizeof(T) == sizeof(float) ? FLT_MAX : DBL_MAX;   \
             for (int64_t oy = 0; oy < q->oh; oy++) {                                       \
                 const T *restrict r = xs + oy * w;                                         \
                 T *restrict orow = o + oy * q->ow;                                         \
                 _Pragma("omp simd")                                                        \
-                for (int64_t i = 0; i < q->ow; i++)                                        \
-                    orow[i] = (T)(((double)r[2 * i] + (double)r[2 * i + 1]) * 0.5);        \
+                for (int64_t i = 0; i < q->ow; i++) {                                      \
+                    const T a = r[2 * i], b = r[2 * i + 1], sum = a + b;                   \
+                    orow[i] = sum <= top && sum >= -top ? sum * half : a * half + b * half; \
+                }                                                                          \
             }                                                                              \
             return;                                                                        \
         }                                                                                  \
@@ -404,14 +413,14 @@ static double exact_reciprocal(double div)
                 if (add) {                                                                 \
                     _Pragma("omp simd")                                                    \
                     for (int64_t i = 0; i < q->ow; i++) {                                  \
-                        const T share = (T)((double)grow[i] * 0.5);                        \
+                        const T share = grow[i] * (T)0.5; /* exact but for subnormals */   \
                         r[2 * i] += share;                                                 \
                         r[2 * i + 1] += share;                                             \
                     }                                                                      \
                 } else {                                                                   \
                     _Pragma("omp simd")                                                    \
                     for (int64_t i = 0; i < q->ow; i++) {                                  \
-                        const T share = (T)((double)grow[i] * 0.5);                        \
+                        const T share = grow[i] * (T)0.5;                                  \
                         r[2 * i] = share;                                                  \
                         r[2 * i + 1] = share;                                              \
                     }                                                                      \

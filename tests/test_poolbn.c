@@ -479,6 +479,43 @@ START_TEST(avg_tiled_against_reference)
 }
 END_TEST
 
+/* B1's pairs in float32: each output is (a + b) / 2 rounded once, as the
+ * sum in double gives it, also at the top of the range (no overflow to
+ * infinity) and with NaN and infinities passed on. */
+START_TEST(avg_pairs_rounded_once)
+{
+    tg_ctx *ctx = tg_ctx_new(5);
+    enum { N = 4099 };
+    static double v[2 * N];
+    for (int i = 0; i < 2 * N; i++) /* magnitudes over the whole float range */
+        v[i] = ldexp(sin(1.3 * i) , (int)(i * 37 % 250) - 125);
+    const double special[][2] = {{FLT_MAX, FLT_MAX}, {-FLT_MAX, -FLT_MAX}, {FLT_MAX, -FLT_MAX},
+                                 {NAN, 1}, {1, INFINITY}, {INFINITY, -INFINITY},
+                                 {0x1p-149, 0x1p-149}, {0x1p-149, 0}, {-0.0, -0.0}};
+    for (int i = 0; i < 9; i++) {
+        v[2 * i] = special[i][0];
+        v[2 * i + 1] = special[i][1];
+    }
+    tg_tensor *x = tg_from_f64(ctx, TG_F32, TG_SHAPE(1, 1, 2 * N), v);
+    tg_tensor *y = tg_avg_pool1d(ctx, x, 2);
+    ck_assert_ptr_nonnull(y);
+    const float *xs = x->data, *ys = y->data;
+    for (int i = 0; i < N; i++) {
+        float want = (float)(((double)xs[2 * i] + (double)xs[2 * i + 1]) / 2);
+        ck_assert_msg(memcmp(&want, &ys[i], sizeof want) == 0 || (isnan(want) && isnan(ys[i])),
+                      "pair %d: (%a + %a) / 2 is %a, want %a", i, xs[2 * i], xs[2 * i + 1],
+                      ys[i], want);
+    }
+    /* float64 at the top of its range */
+    tg_tensor *xd = tg_from_f64(ctx, TG_F64, TG_SHAPE(1, 1, 4),
+                                (const double[]){DBL_MAX, DBL_MAX, -DBL_MAX, 0x1p-1074});
+    tg_tensor *yd = tg_avg_pool1d(ctx, xd, 2);
+    ck_assert_ptr_nonnull(yd);
+    ck_assert(tg_get(yd, 0) == DBL_MAX && tg_get(yd, 1) == -DBL_MAX / 2);
+    tg_ctx_free(ctx);
+}
+END_TEST
+
 Suite *tg_test_suite(void)
 {
     Suite *s = suite_create("poolbn");
@@ -493,6 +530,7 @@ Suite *tg_test_suite(void)
     tcase_add_test(tc, max2_against_reference);
     tcase_add_test(tc, max2_accumulates);
     tcase_add_test(tc, avg_tiled_against_reference);
+    tcase_add_test(tc, avg_pairs_rounded_once);
     tcase_add_loop_test(tc, max_taps_against_reference, 0, (int)(sizeof MPS / sizeof MPS[0]));
     suite_add_tcase(s, tc);
     return s;
