@@ -10,12 +10,21 @@
  * for later ones (TG_OP_VJP_WRITES); an operand of matmul broadcast over
  * batches gets beta = 0 from its first batch only. An inner size of 0
  * gives zeros (an empty sum), and no size-0 matrix ever reaches BLAS, which
- * rejects a leading dimension below 1.
+ * rejects a leading dimension below 1. Products of a few hundred
+ * multiply-adds run in a plain loop; with oneDNN built in, float32
+ * products whose B is not transposed (the backward ones of a linear layer)
+ * go to oneDNN's sgemm where it measured faster (dnnl_wins).
  */
 #include "ops_impl.h"
 
 #include <cblas.h>
 #include <limits.h>
+#ifdef TG_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* Products this small cost BLAS more in its dispatch (buffers, packing,
  * the driver for each transpose) than in arithmetic (B2's layers are
@@ -43,6 +52,31 @@ SMALL_GEMM_FN(f32, float)
 SMALL_GEMM_FN(f64, double)
 #define small_gemm(T) _Generic((T)0, float: small_gemm_f32, double: small_gemm_f64)
 
+#ifdef TG_HAVE_DNNL
+/*
+ * Whether oneDNN's sgemm beats OpenBLAS's on a product of mnk multiply-adds
+ * (measured on the benchmark's shapes, 2-vCPU Zen 4, OpenBLAS 0.3.21,
+ * oneDNN 2.6): with B not transposed it is 10-35% faster from about 2^18
+ * on two threads (OpenBLAS's second thread makes B1's backward products
+ * slower, oneDNN's makes them a third faster) and from about 2^21 on one;
+ * with B transposed (forward) it is not, and under 2^18 its fixed cost of
+ * about 4 us dominates. Inside a parallel region OpenBLAS runs on the
+ * calling thread, as everything there does.
+ */
+static bool dnnl_wins(bool tb, int64_t mnk)
+{
+    if (tb || mnk < (1 << 18))
+        return false;
+#ifdef _OPENMP
+    if (omp_in_parallel())
+        return false;
+    return omp_get_max_threads() > 1 || mnk >= (1 << 21);
+#else
+    return mnk >= (1 << 21);
+#endif
+}
+#endif
+
 void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,
                  int64_t lda, const void *b, int64_t ldb, bool accumulate, void *c, int64_t ldc)
 {
@@ -60,6 +94,12 @@ void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, co
         TG__DISPATCH(dt, T, small_gemm(T)(ta, tb, m, n, k, a, lda, b, ldb, accumulate, c, ldc););
         return;
     }
+#ifdef TG_HAVE_DNNL
+    if (dt == TG_F32 && dnnl_wins(tb, m * n * k) &&
+        dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, 1.0f, a, lda, b, ldb,
+                   accumulate ? 1.0f : 0.0f, c, ldc) == dnnl_success)
+        return;
+#endif
     if (dt == TG_F32)
         cblas_sgemm(CblasRowMajor, xa, xb, (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb,
                     accumulate ? 1.0f : 0.0f, c, (int)ldc);
