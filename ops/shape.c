@@ -157,7 +157,9 @@ static tg_status reshape_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout,
 {
     (void)ctx;
     if (!tg_vjp_adds(node, 0)) {
-        if (gout->numel > 0) /* an empty tensor's data may be NULL */
+        /* an empty tensor's data may be NULL; a handed-over buffer
+         * (TG_OP_VJP_INPLACE) already holds the gradient */
+        if (gout->numel > 0 && gin[0]->data != gout->data)
             memcpy(gin[0]->data, gout->data, (size_t)gout->numel * tg_dtype_size(gout->dtype));
         return TG_OK;
     }
@@ -192,7 +194,7 @@ const tg_op tg__op_reshape = {.name = "reshape", .min_in = 1, .max_in = 1,
                               .attr_size = sizeof(tg_reshape_attrs), .forward = reshape_forward,
                               .vjp = reshape_vjp, .print_attrs = reshape_print,
                               .sample = reshape_sample,
-                              .flags = TG_OP_VJP_WRITES};
+                              .flags = TG_OP_VJP_WRITES | TG_OP_VJP_INPLACE};
 
 tg_tensor *tg_reshape(tg_ctx *ctx, tg_tensor *x, int ndim, const int64_t *shape)
 {

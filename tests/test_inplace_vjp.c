@@ -135,7 +135,16 @@ static tg_tensor *f_bcast_first(tg_ctx *c, tg_tensor *z, tg_tensor *const *p)
     return tg_add(c, tg_mul(c, per_channel(c, p[0]), z), per_channel(c, p[1]));
 }
 
+/* a flatten, as between a network's convolutions and its linear layers */
+static tg_tensor *f_flatten(tg_ctx *c, tg_tensor *z, tg_tensor *const *p)
+{
+    (void)p;
+    return tg_reshape(c, tg_relu(c, tg_reshape(c, z, 2, (const int64_t[]){N, -1})), 4,
+                      (const int64_t[]){N, C, H, W});
+}
+
 static const icase cases[] = {
+    {"reshape, relu, reshape", f_flatten, 0, false, true},
     {"relu", f_relu, 0, false, true},
     {"leaky_relu", f_leaky, 0, false, true},
     {"sigmoid", f_sigmoid, 0, false, true},
