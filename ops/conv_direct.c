@@ -52,25 +52,29 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
         }
 
 #define DIRECT_KERNELS(T, SFX)                                                                  \
-    /* a . b over n elements in four quarters, each its own vector sum (one                  \
-     * chain of dependent adds would wait an add's latency per vector),                        \
-     * added in double */                                                                      \
+    /* a . b over n elements, in blocks of up to 1024 and each block in four                 \
+     * quarters with a vector of T sums apiece (one chain of dependent adds                    \
+     * would wait an add's latency per vector; a lane sums at most 64                          \
+     * products), the blocks' sums added in double */                                         \
     static double dot_##SFX(const T *restrict a, const T *restrict b, int64_t n)               \
     {                                                                                          \
-        const int64_t q = n / 4;                                                               \
-        const T *a1 = a + q, *a2 = a + 2 * q, *a3 = a + 3 * q;                                 \
-        const T *b1 = b + q, *b2 = b + 2 * q, *b3 = b + 3 * q;                                 \
-        T p0 = 0, p1 = 0, p2 = 0, p3 = 0;                                                      \
-        _Pragma("omp simd reduction(+ : p0, p1, p2, p3)")                                      \
-        for (int64_t i = 0; i < q; i++) {                                                      \
-            p0 += a[i] * b[i];                                                                 \
-            p1 += a1[i] * b1[i];                                                               \
-            p2 += a2[i] * b2[i];                                                               \
-            p3 += a3[i] * b3[i];                                                               \
+        double s = 0;                                                                          \
+        for (int64_t at = 0; at < n; at += 1024) {                                             \
+            const int64_t len = n - at < 1024 ? n - at : 1024, q = len / 4;                    \
+            const T *a0 = a + at, *a1 = a0 + q, *a2 = a0 + 2 * q, *a3 = a0 + 3 * q;            \
+            const T *b0 = b + at, *b1 = b0 + q, *b2 = b0 + 2 * q, *b3 = b0 + 3 * q;            \
+            T p0 = 0, p1 = 0, p2 = 0, p3 = 0;                                                  \
+            _Pragma("omp simd reduction(+ : p0, p1, p2, p3)")                                  \
+            for (int64_t i = 0; i < q; i++) {                                                  \
+                p0 += a0[i] * b0[i];                                                           \
+                p1 += a1[i] * b1[i];                                                           \
+                p2 += a2[i] * b2[i];                                                           \
+                p3 += a3[i] * b3[i];                                                           \
+            }                                                                                  \
+            s += ((double)p0 + (double)p1) + ((double)p2 + (double)p3);                        \
+            for (int64_t i = 4 * q; i < len; i++)                                              \
+                s += (double)(a0[i] * b0[i]);                                                  \
         }                                                                                      \
-        double s = (double)p0 + (double)p1 + (double)p2 + (double)p3;                          \
-        for (int64_t i = 4 * q; i < n; i++)                                                    \
-            s += (double)(a[i] * b[i]);                                                        \
         return s;                                                                              \
     }                                                                                          \
                                                                                                \

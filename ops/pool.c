@@ -235,11 +235,15 @@ MAX2_ROW(max2_row_f64, double)
 
 static void narrow_taps(uint8_t *restrict d, int32_t *restrict k, int64_t n)
 {
+    if (n <= 0)
+        return;
     uint8_t b[MAX2_BUF + 16];
     int64_t whole = (n + 15) & ~(int64_t)15;
     memset(k + n, 0, (size_t)(whole - n) * sizeof *k);
     for (int64_t i = 0; i < whole; i++)
         b[i] = (uint8_t)k[i];
+    /* n > 0, so whole >= 16 and the loop above wrote b[0, n) */
+    // cppcheck-suppress uninitvar
     memcpy(d, b, (size_t)n);
 }
 
