@@ -50,7 +50,7 @@ static double slope_of(const tg_node *node)
  * would turn x * (x > 0 ? 1 : a) back into a branch */
 static volatile double opaque_one = 1;
 
-static tg_tensor *act_forward(tg_ctx *ctx, tg_node *node)
+TG__HOT static tg_tensor *act_forward(tg_ctx *ctx, tg_node *node)
 {
     tg_tensor *x = node->in[0];
     tg_tensor *y = tg_empty(ctx, x->dtype, x->ndim, x->shape);
@@ -77,7 +77,7 @@ static tg_tensor *act_forward(tg_ctx *ctx, tg_node *node)
     return y;
 }
 
-static tg_status act_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
+TG__HOT static tg_status act_vjp(tg_ctx *ctx, tg_node *node, const tg_tensor *gout, tg_tensor *const *gin)
 {
     (void)ctx;
     const tg_tensor *x = node->in[0], *y = node->out;

@@ -56,7 +56,7 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
      * quarters with a vector of T sums apiece (one chain of dependent adds                    \
      * would wait an add's latency per vector; a lane sums at most 64                          \
      * products), the blocks' sums added in double */                                         \
-    static double dot_##SFX(const T *restrict a, const T *restrict b, int64_t n)               \
+    TG__HOT static double dot_##SFX(const T *restrict a, const T *restrict b, int64_t n)       \
     {                                                                                          \
         double s = 0;                                                                          \
         for (int64_t at = 0; at < n; at += 1024) {                                             \
@@ -83,8 +83,10 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
      * would (bias, then (i, j) in order), so the sums are the same; the                       \
      * columns at the ends, where some taps fall outside the row, come first                   \
      * and last, tap by tap. */                                                                \
-    static void fwd_row_##SFX(const tg__conv_desc *d, const int64_t *lo, const int64_t *hi,    \
-                              const T *xp, const T *wk, T bias, T *restrict yr, int64_t oy)    \
+    TG__HOT static void fwd_row_##SFX(const tg__conv_desc *d, const int64_t *lo,               \
+                                      const int64_t *hi,                                       \
+                                      const T *xp, const T *wk, T bias, T *restrict yr,        \
+                                      int64_t oy)                                              \
     {                                                                                          \
         const T *src[FUSE_TAPS];                                                               \
         T wt[FUSE_TAPS];                                                                       \

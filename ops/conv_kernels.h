@@ -114,7 +114,7 @@ static void CAT(add_bias, SFX)(const tg__conv_desc *d, const T *b, T *y)
 }
 
 /* db[k] (=, +=) the sum of dy[:, k, :], accumulated in double; one task per filter. */
-static void CAT(bias_grad, SFX)(const tg__conv_desc *d, const T *dy, T *db, bool add)
+TG__HOT static void CAT(bias_grad, SFX)(const tg__conv_desc *d, const T *dy, T *db, bool add)
 {
     const int64_t ohw = d->oh * d->ow;
     TG__PAR_FOR(d->n * d->k * ohw >= TG__PAR_GRAIN, "omp parallel for schedule(static)",

@@ -38,11 +38,15 @@ void tg__bcast_rows(const tg__bcast *it, tg__row_fn row, void *ud);
  *   TG__PAR_FOR(cond, "omp parallel for schedule(static)", for (...) ...);
  *   TG__PAR_FOR_SIMD(cond, for (...) ...);   (parallel for simd / simd)
  * `loop` is a for statement, compiled twice. Without OpenMP the parallel
- * pragmas are ignored and the simd ones still vectorise (-fopenmp-simd). */
+ * pragmas are ignored and the simd ones still vectorise (-fopenmp-simd).
+ * With one thread the loop stays in the calling function too, so that a
+ * kernel compiled for several instruction sets (TG__HOT) runs its own. */
 #define TG__PAR_GRAIN 32768
+/* Whether more than one thread may run the kernels (ops/threads.c). */
+bool tg__threads_many(void);
 #define TG__PAR_FOR(cond, pragma, ...)                                                     \
     do {                                                                                   \
-        if (cond) {                                                                        \
+        if ((cond) && tg__threads_many()) {                                                \
             _Pragma(pragma) __VA_ARGS__                                                    \
         } else {                                                                           \
             __VA_ARGS__                                                                    \
@@ -50,12 +54,26 @@ void tg__bcast_rows(const tg__bcast *it, tg__row_fn row, void *ud);
     } while (0)
 #define TG__PAR_FOR_SIMD(cond, ...)                                                        \
     do {                                                                                   \
-        if (cond) {                                                                        \
+        if ((cond) && tg__threads_many()) {                                                \
             _Pragma("omp parallel for simd schedule(static)") __VA_ARGS__                  \
         } else {                                                                           \
             _Pragma("omp simd") __VA_ARGS__                                                \
         }                                                                                  \
     } while (0)
+
+/* A hot kernel, compiled for AVX2 as well as for the build's baseline
+ * (x86-64's SSE2 unless TG_NATIVE), the one to run chosen once at load
+ * time by the CPU (GCC's function multi-versioning): wider vectors for
+ * the library's own loops while the build still runs on any x86-64. The
+ * AVX2 version uses no FMA, so it rounds as the baseline does; only the
+ * grouping of vectorised sums can differ. Loops inside an OpenMP region
+ * are compiled apart and keep the baseline. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(__AVX2__) && !defined(TG_NO_CLONES)
+#define TG__HOT __attribute__((target_clones("avx2", "default")))
+#else
+#define TG__HOT
+#endif
 
 /* ---- ops/matmul.c: C (m x n) = op(A) op(B) (+ C when accumulate), row-major, through CBLAS */
 void tg__gemm(tg_dtype dt, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void *a,

@@ -357,7 +357,7 @@ static double exact_reciprocal(double div)
 }
 
 #define AVG_TILED(NAME, T)                                                                 \
-    static void NAME##_fwd(const pgeom *q, const T *restrict xs, T *restrict o)           \
+    TG__HOT static void NAME##_fwd(const pgeom *q, const T *restrict xs, T *restrict o)   \
     {                                                                                      \
         const int64_t kh = q->kh, kw = q->kw, w = q->w;                                    \
         const double div = (double)(kh * kw), inv = exact_reciprocal(div);                 \
@@ -404,7 +404,8 @@ static double exact_reciprocal(double div)
                 }                                                                          \
             }                                                                              \
     }                                                                                      \
-    static void NAME##_bwd(const pgeom *q, const T *restrict g, T *restrict d, bool add)  \
+    TG__HOT static void NAME##_bwd(const pgeom *q, const T *restrict g, T *restrict d,    \
+                                   bool add)                                               \
     {                                                                                      \
         const int64_t kh = q->kh, kw = q->kw, w = q->w;                                    \
         const double div = (double)(kh * kw), inv = exact_reciprocal(div);                 \

@@ -24,6 +24,15 @@ int tg_set_num_threads(int n)
     return prev;
 }
 
+bool tg__threads_many(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads() > 1;
+#else
+    return false;
+#endif
+}
+
 int tg_num_threads(void)
 {
 #ifdef _OPENMP
