@@ -60,12 +60,15 @@ SMALL_GEMM_FN(f64, double)
  * on two threads (OpenBLAS's second thread makes B1's backward products
  * slower, oneDNN's makes them a third faster) and from about 2^21 on one;
  * with B transposed (forward) it is not, and under 2^18 its fixed cost of
- * about 4 us dominates. Inside a parallel region OpenBLAS runs on the
+ * about 4 us dominates. From 2^22 on (B5's 3136 x 128 layer) it still
+ * wins by a few percent of the product but allocates packing buffers of
+ * several MiB, which weigh more in a step's memory than the time they save
+ * (under 1% of B5's step). Inside a parallel region OpenBLAS runs on the
  * calling thread, as everything there does.
  */
 static bool dnnl_wins(bool tb, int64_t mnk)
 {
-    if (tb || mnk < (1 << 18))
+    if (tb || mnk < (1 << 18) || mnk >= (1 << 22))
         return false;
 #ifdef _OPENMP
     if (omp_in_parallel())
