@@ -47,6 +47,17 @@ static void revive_block(tg_ctx *ctx, tg__ptensor *b)
     }
 }
 
+/* Makes t's gradient a step tensor over data (t's shape and dtype). */
+static tg_tensor *grad_on(tg_ctx *ctx, tg_tensor *t, void *data)
+{
+    tg_tensor *g = tg__tensor_new(ctx, t->dtype, t->ndim, t->shape, false);
+    if (g) {
+        g->data = data;
+        t->grad = g;
+    }
+    return g;
+}
+
 /*
  * t's gradient buffer. *fresh says whether it holds no values yet (just
  * made, or a lone parameter's released by tg_zero_grad_ex): the first
@@ -81,14 +92,8 @@ static tg_tensor *grad_of(tg_ctx *ctx, tg_tensor *t, bool *fresh)
         t->grad = &p->grad_block->t;
         return t->grad;
     }
-    tg_tensor *g = tg__tensor_new(ctx, t->dtype, t->ndim, t->shape, false);
-    if (!g)
-        return NULL;
-    g->data = tg__grad_buffer(ctx, (size_t)t->numel * tg_dtype_size(t->dtype));
-    if (!g->data)
-        return NULL;
-    t->grad = g;
-    return g;
+    void *data = tg__grad_buffer(ctx, (size_t)t->numel * tg_dtype_size(t->dtype));
+    return data ? grad_on(ctx, t, data) : NULL;
 }
 
 static void fill(tg_tensor *t, double v)
@@ -326,11 +331,9 @@ static tg_status run_vjp(tg_ctx *ctx, tg_node *node, tg_tensor **gin, bool keep_
         if (!x->requires_grad)
             continue;
         if (k == 0 && can_alias(ctx, node, keep_grads)) {
-            tg_tensor *g = tg__tensor_new(ctx, x->dtype, x->ndim, x->shape, false);
-            if (!g)
+            /* the vjp writes it (bit 0 stays clear) */
+            if (!(gin[0] = grad_on(ctx, x, node->out->grad->data)))
                 goto done;
-            g->data = node->out->grad->data; /* the vjp writes it (bit 0 stays clear) */
-            gin[0] = x->grad = g;
             *aliased = true;
             continue;
         }

@@ -90,6 +90,7 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
     {                                                                                          \
         const T *src[FUSE_TAPS];                                                               \
         T wt[FUSE_TAPS];                                                                       \
+        int64_t col[FUSE_TAPS]; /* each tap's kernel column */                                 \
         int64_t nt = 0, a = 0, e = d->ow; /* [a, e): every tap inside */                       \
         for (int64_t i = 0; i < d->r; i++) {                                                   \
             const int64_t iy = oy - d->ph + i;                                                 \
@@ -97,6 +98,7 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
                 continue;                                                                      \
             for (int64_t j = 0; j < d->s; j++) {                                               \
                 src[nt] = xp + iy * d->w + j - d->pw;                                          \
+                col[nt] = j;                                                                   \
                 wt[nt++] = wk[i * d->s + j];                                                   \
                 a = lo[j] > a ? lo[j] : a;                                                     \
                 e = hi[j] < e ? hi[j] : e;                                                     \
@@ -110,14 +112,9 @@ static void col_spans(const tg__conv_desc *d, int64_t *lo, int64_t *hi)
             if (ox >= d->ow)                                                                   \
                 break;                                                                         \
             T v = bias;                                                                        \
-            for (int64_t t = 0, i = 0; i < d->r; i++) {                                        \
-                const int64_t iy = oy - d->ph + i;                                             \
-                if (iy < 0 || iy >= d->h)                                                      \
-                    continue;                                                                  \
-                for (int64_t j = 0; j < d->s; j++, t++)                                        \
-                    if (ox >= lo[j] && ox < hi[j])                                             \
-                        v += wt[t] * src[t][ox];                                               \
-            }                                                                                  \
+            for (int64_t t = 0; t < nt; t++)                                                   \
+                if (ox >= lo[col[t]] && ox < hi[col[t]])                                       \
+                    v += wt[t] * src[t][ox];                                                   \
             yr[ox] = v;                                                                        \
         }                                                                                      \
         if (nt == 2) { /* B1's kernel of 2 */                                                  \
